@@ -1,0 +1,54 @@
+"""Code systems, codes and identifier systems used across the mappers, with their sources."""
+
+LOINC = "http://loinc.org"
+SNOMED = "http://snomed.info/sct"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+URN_IETF_RFC_3986 = "urn:ietf:rfc:3986"  # identifier system whose values are URIs (urn:uuid:...)
+
+# Document types (LOINC). https://loinc.org/57133-1/ Referral note; https://loinc.org/11488-4/ Consult note
+LOINC_REFERRAL_NOTE = "57133-1"
+LOINC_CONSULT_NOTE = "11488-4"
+
+# Section codes (LOINC), as C-CDA / US Core use them.
+SECTION_REASON_FOR_REFERRAL = ("42349-1", "Reason for referral")
+SECTION_PROBLEMS = ("11450-4", "Problem list")
+SECTION_PROCEDURES = ("47519-4", "History of Procedures")
+SECTION_RESULTS = ("30954-2", "Relevant diagnostic tests/laboratory data")
+SECTION_MEDICATIONS = ("10160-0", "History of Medication use")
+SECTION_ALLERGIES = ("48765-2", "Allergies and adverse reactions")
+SECTION_PLAN = ("18776-5", "Plan of care note")
+SECTION_DOCUMENTS = ("55107-7", "Addendum document")  # attached reports; LOINC "Addendum document"
+SECTION_ASSESSMENT = ("51848-0", "Evaluation note")
+SECTION_SECOND_OPINION_SUMMARY = ("55110-1", "Conclusions")  # LOINC 55110-1 Conclusions [Interpretation] Document
+SECTION_READINESS = ("48767-8", "Annotation comment")
+
+# Report document types a consultant needs (DESIGN.md "What we pull").
+LOINC_DISCHARGE_SUMMARY = "18842-5"
+LOINC_OPERATIVE_NOTE = "11504-8"
+LOINC_PROCEDURE_NOTE = "28570-0"
+LOINC_PATHOLOGY_STUDY = "11526-1"
+LOINC_IMAGING_STUDY = "18748-4"
+
+# Referral (BSeR): SNOMED 3457005 "Patient referral"; HL7 v2 table 0336 "S" = Second Opinion.
+SNOMED_PATIENT_REFERRAL = "3457005"
+V2_0336 = "http://terminology.hl7.org/CodeSystem/v2-0336"
+V2_0336_SECOND_OPINION = "S"
+
+# Task.code: http://hl7.org/fhir/CodeSystem/task-code "fulfill"
+TASK_CODE_SYSTEM = "http://hl7.org/fhir/CodeSystem/task-code"
+
+# US Core DocumentReference category: http://hl7.org/fhir/us/core/CodeSystem/us-core-documentreference-category
+US_CORE_DOCREF_CATEGORY = "http://hl7.org/fhir/us/core/CodeSystem/us-core-documentreference-category"
+
+CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+CONDITION_VER_STATUS = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+
+# C-CDA on FHIR: Composition extension carrying the order a document fulfils (inFulfillmentOf).
+EXT_CCDA_ORDER = "http://hl7.org/fhir/us/ccda/StructureDefinition/OrderExtension"
+
+# Composition.attester / Provenance participant type
+PROVENANCE_PARTICIPANT_TYPE = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+
+# BSeR Task businessStatus codes (https://hl7.org/fhir/us/bser/) as DESIGN.md's life table uses them.
+BSER_BUSINESS_STATUS = "http://hl7.org/fhir/us/bser/CodeSystem/TaskBusinessStatusCS"
