@@ -1,0 +1,35 @@
+"""The second-opinion referral service: a Flask application."""
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from service import errors
+from service.config import DEFAULTS, ENV_PREFIX
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the application; with no argument, configure from SECOND_OPINION_* variables."""
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.from_mapping(DEFAULTS)
+    app.config.from_prefixed_env(ENV_PREFIX)
+    if test_config is not None:
+        app.config.update(test_config)
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    logging.getLogger("service").setLevel(app.config["LOG_LEVEL"])
+
+    from service.api import health, referrals
+    from service.ehr import connection
+    from service.store import repository
+    from service import writeback
+
+    connection.init_app(app)
+    repository.init_app(app)
+    errors.register_error_handlers(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(referrals.bp)
+    writeback.init_app(app)
+    return app

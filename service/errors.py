@@ -1,5 +1,6 @@
 """One exception tree; every error leaves the API as a FHIR OperationOutcome."""
 
+import json
 import logging
 
 from fhir.resources.R4B.operationoutcome import OperationOutcome
@@ -20,10 +21,16 @@ class ServiceError(Exception):
     issue_code = "exception"
     severity = "error"
 
-    def __init__(self, diagnostics: str, *, upstream: dict | None = None) -> None:
+    def __init__(self, diagnostics: str, *, upstream: dict | None = None, upstream_status: int | None = None) -> None:
         super().__init__(diagnostics)
         self.diagnostics = diagnostics
         self.upstream = upstream  # the EHR's own OperationOutcome (JSON), kept verbatim
+        self.upstream_status = upstream_status  # the EHR's HTTP status, when the EHR answered
+
+    @property
+    def transient(self) -> bool:
+        """True when repeating the same request later may succeed (EHR down, throttled, timed out)."""
+        return self.upstream_status is None or self.upstream_status in (408, 429) or self.upstream_status >= 500
 
 
 class InvalidRequest(ServiceError):
@@ -93,8 +100,6 @@ def operation_outcome(status: int, issue_code: str, diagnostics: str, *, severit
 def outcome_response(status: int, issue_code: str, diagnostics: str, *, upstream: dict | None = None,
                      headers: dict | None = None) -> Response:
     """A Flask response carrying one OperationOutcome."""
-    import json
-
     body = json.dumps(operation_outcome(status, issue_code, diagnostics, upstream=upstream))
     resp = Response(body, status=status, content_type=FHIR_JSON)
     for key, value in (headers or {}).items():

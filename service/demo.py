@@ -1,0 +1,123 @@
+"""The demo: the service against the built-in sandbox EHR, one referral end to end, over real HTTP."""
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+
+import requests
+from fhir.resources.R4B.bundle import Bundle
+
+from service import create_app
+from service.serving import ServiceServer
+
+COMPLETION_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    patient: str
+    referral: dict
+    counts: dict[str, int]
+    document_reference: str | None
+
+
+def default_questions() -> dict:
+    """The suggested questions per fixture patient (fixtures/patients/questions.json)."""
+    return json.loads(resources.files("fixtures").joinpath("patients/questions.json").read_text("utf-8"))
+
+
+def run_referral(service_url: str, patient_id: str, question: str, patient_questions: list[str],
+                 say=print) -> DemoResult:  # noqa: ANN001
+    """Draft, send, answer and write back one referral through the service's REST API."""
+    from fixtures.consultant import consult_for_packet
+
+    http = requests.Session()
+    created = _ok(http.post(f"{service_url}/api/referrals", json={
+        "patient": patient_id, "question": question, "patient_questions": patient_questions}, timeout=120))
+    referral_id = created["id"]
+    say(f"  drafted referral {referral_id} ({created['status']})")
+    _ok(http.post(f"{service_url}/api/referrals/{referral_id}/send", timeout=60))
+    packet = Bundle.model_validate(_ok(http.get(f"{service_url}/api/referrals/{referral_id}/packet", timeout=60)))
+    say(f"  sent: packet {packet.identifier.value} with {len(packet.entry)} entries")
+    consult = consult_for_packet(packet, now=datetime.now(UTC))
+    _ok(http.post(f"{service_url}/api/referrals/{referral_id}/consult", data=consult.model_dump_json(exclude_none=True),
+                  headers={"Content-Type": "application/fhir+json"}, timeout=60))
+    say("  consult returned by the consultant; writing back to the EHR ...")
+    referral = _wait_until_closed(http, f"{service_url}/api/referrals/{referral_id}")
+    return DemoResult(patient_id, referral, created["packet"]["counts"],
+                      (referral.get("writeback") or {}).get("document_reference"))
+
+
+def _wait_until_closed(http: requests.Session, url: str) -> dict:
+    deadline = time.monotonic() + COMPLETION_TIMEOUT_S
+    while True:
+        referral = _ok(http.get(url, timeout=30))
+        if referral["status"] in ("completed", "failed") or time.monotonic() > deadline:
+            return referral
+        time.sleep(0.2)
+
+
+def _ok(resp: requests.Response) -> dict:
+    if resp.status_code >= 400:
+        raise DemoError(f"{resp.request.method} {resp.url} answered {resp.status_code}: {resp.text[:500]}")
+    return resp.json()
+
+
+class DemoError(Exception):
+    """A step of the demo failed; the message says which."""
+
+
+def run_demo(*, once: bool, patient: str | None, say=print) -> int:  # noqa: ANN001
+    """Start the sandbox and the service, run one referral, print a summary; serve on unless once."""
+    from fixtures.sandbox import SandboxServer
+
+    questions = default_questions()
+    patient_id = patient or next(iter(questions))
+    asked = questions.get(patient_id, {"question": "Please review the diagnosis and the proposed treatment.",
+                                       "patient_questions": []})
+    with tempfile.TemporaryDirectory(prefix="second-opinion-demo-") as tmp, SandboxServer() as ehr:
+        app = create_app({"FHIR_BASE_URL": ehr.base_url,
+                          "DATABASE_URL": f"sqlite:///{Path(tmp) / 'demo.sqlite3'}"})
+        with ServiceServer(app) as service:
+            say(f"Sandbox EHR:  {ehr.base_url}")
+            say(f"Service:      {service.url}")
+            say(f"Referring Patient/{patient_id} for a second opinion ...")
+            result = run_referral(service.url, patient_id, asked["question"], asked["patient_questions"], say)
+            print_summary(result, service.url, ehr.base_url, say)
+            if result.referral["status"] != "completed":
+                return 1
+            if not once:
+                say("\nServing until Ctrl-C ...")
+                try:
+                    while True:
+                        time.sleep(3600)
+                except KeyboardInterrupt:
+                    say("stopped")
+    return 0
+
+
+def print_summary(result: DemoResult, service_url: str, ehr_url: str, say=print) -> None:  # noqa: ANN001
+    """A short, readable account of the referral (ids and counts only)."""
+    referral = result.referral
+    say("\nSummary")
+    say(f"  patient:            Patient/{result.patient}")
+    say(f"  packet identifier:  {referral['packet']['identifier']}")
+    for section, count in result.counts.items():
+        say(f"  section {section:<12}{count}")
+    say(f"  service request:    {referral.get('service_request')}")
+    say(f"  document reference: {result.document_reference}")
+    say(f"  referral status:    {referral['status']}")
+    if referral["status"] != "completed":
+        say(f"  last error:         {(referral.get('writeback') or {}).get('last_error')}")
+    rid = referral["id"]
+    say("\nLook at")
+    say(f"  {service_url}/api/referrals/{rid}")
+    say(f"  {service_url}/api/referrals/{rid}/packet")
+    say(f"  {service_url}/api/referrals/{rid}/consult")
+    say(f"  {service_url}/api/referrals/{rid}/history")
+    if result.document_reference:
+        say(f"  {ehr_url}/{result.document_reference}")

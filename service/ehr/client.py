@@ -1,0 +1,333 @@
+"""The only code that speaks HTTP to an EHR's FHIR server."""
+
+import json
+import logging
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from fhir.resources.R4B import get_fhir_model_class
+from fhir.resources.R4B.capabilitystatement import CapabilityStatement
+from fhir.resources.R4B.resource import Resource
+from pydantic import ValidationError
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
+from urllib3.util.retry import Retry
+
+from service.errors import Conflict, NotFound, UpstreamError, UpstreamTimeout
+
+log = logging.getLogger(__name__)
+
+FHIR_JSON = "application/fhir+json"
+RETRY_STATUSES = (429, 502, 503, 504)
+MAX_RETRY_AFTER_S = 30.0  # a longer Retry-After is not waited out inside one request
+
+
+class CappedRetry(Retry):
+    """urllib3 Retry that honours Retry-After but never sleeps longer than MAX_RETRY_AFTER_S."""
+
+    def get_retry_after(self, response: Any) -> float | None:
+        value = super().get_retry_after(response)
+        return None if value is None else min(value, MAX_RETRY_AFTER_S)
+
+
+def build_session(*, max_retries: int = 3, backoff: float = 0.5, pool_size: int = 8) -> requests.Session:
+    """A session that retries idempotent requests (GET, PUT) on 429/502/503/504, honouring Retry-After."""
+    retry = CappedRetry(total=max_retries, backoff_factor=backoff, status_forcelist=RETRY_STATUSES,
+                        allowed_methods=frozenset({"GET", "PUT", "HEAD"}), respect_retry_after_header=True,
+                        raise_on_status=False)
+    adapter = HTTPAdapter(max_retries=retry, pool_connections=pool_size, pool_maxsize=pool_size)
+    session = requests.Session()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["Accept"] = FHIR_JSON
+    return session
+
+
+@dataclass
+class SearchResult:
+    """Every resource a search returned over all its pages, with the server's warnings."""
+
+    resources: list[Resource] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    pages: int = 0
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """Where a create or update left the resource."""
+
+    status: int
+    location: str | None  # "Type/id" (no history part)
+    resource: dict | None  # the server's copy when it returned one
+    created: bool
+
+
+_capabilities: dict[str, CapabilityStatement] = {}
+_capabilities_lock = threading.Lock()
+
+
+class FhirClient:
+    """A FHIR R4 REST client for one server: reads, searches with paging, conditional writes."""
+
+    def __init__(self, base_url: str, session: requests.Session, *, timeout: float = 30.0,
+                 max_pages: int = 500, auth_header: str | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.session = session
+        self.timeout = timeout
+        self.max_pages = max_pages
+        self._auth_header = auth_header  # never logged
+        self.request_count = 0
+
+    # -- capability -------------------------------------------------------------------------------
+    def capabilities(self) -> CapabilityStatement:
+        """The server's CapabilityStatement, read once per base URL and cached for the process."""
+        with _capabilities_lock:
+            cached = _capabilities.get(self.base_url)
+        if cached is not None:
+            return cached
+        data = self._request_json("GET", "metadata")
+        try:
+            statement = CapabilityStatement.model_validate(data)
+        except ValidationError as exc:
+            raise UpstreamError(f"the server's /metadata is not a valid R4 CapabilityStatement: "
+                                f"{_first_error(exc)}") from exc
+        with _capabilities_lock:
+            _capabilities[self.base_url] = statement
+        return statement
+
+    def smart_configuration(self) -> dict | None:
+        """The server's /.well-known/smart-configuration, or None when it publishes none."""
+        try:
+            resp = self.session.get(self._url(".well-known/smart-configuration"), timeout=self.timeout,
+                                    headers={"Accept": "application/json"}, allow_redirects=False)
+        except requests.RequestException:
+            return None
+        if resp.status_code != 200:
+            return None
+        try:
+            data = resp.json()
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
+
+    # -- reads -------------------------------------------------------------------------------------
+    def read(self, resource_type: str, resource_id: str) -> Resource:
+        """Read one resource; NotFound when the server has no such resource."""
+        return _to_model(self._request_json("GET", f"{resource_type}/{resource_id}"))
+
+    def search(self, resource_type: str, params: Mapping[str, str] | None = None,
+               result: SearchResult | None = None) -> Iterator[Resource]:
+        """Yield every matching (and included) resource, following next links to the end."""
+        result = result if result is not None else SearchResult()
+        url: str | None = self._url(resource_type)
+        query: Mapping[str, str] | None = params
+        while url is not None:
+            if result.pages >= self.max_pages:
+                raise UpstreamError(f"{resource_type} search needs more than {self.max_pages} pages; "
+                                    "narrow it or raise FHIR_MAX_PAGES")
+            page = self._request_json("GET", url, params=query)
+            result.pages += 1
+            if page.get("resourceType") != "Bundle":
+                raise UpstreamError(f"{resource_type} search answered a {page.get('resourceType')}, not a Bundle")
+            yield from self._page_resources(page, result)
+            url, query = self._next_link(page), None
+
+    def search_all(self, resource_type: str, params: Mapping[str, str] | None = None) -> SearchResult:
+        """Run a search to the end and return everything with its warnings."""
+        result = SearchResult()
+        result.resources.extend(self.search(resource_type, params, result))
+        return result
+
+    # -- writes ------------------------------------------------------------------------------------
+    def create(self, resource: Resource | dict, *, if_none_exist: str | None = None) -> WriteResult:
+        """POST a resource; with if_none_exist, a conditional create that a repeat cannot duplicate."""
+        body = _to_json(resource)
+        headers = {"If-None-Exist": if_none_exist} if if_none_exist else {}
+        resp = self._send("POST", self._url(body["resourceType"]), body=body, headers=headers)
+        return _write_result(resp)
+
+    def update(self, resource: Resource | dict) -> WriteResult:
+        """PUT a resource at its id (idempotent)."""
+        body = _to_json(resource)
+        if not body.get("id"):
+            raise ValueError("update needs a resource id")
+        resp = self._send("PUT", self._url(f"{body['resourceType']}/{body['id']}"), body=body)
+        return _write_result(resp)
+
+    def transaction(self, bundle: Resource | dict) -> dict:
+        """POST a transaction Bundle; returns the transaction-response as JSON."""
+        resp = self._send("POST", self.base_url, body=_to_json(bundle))
+        return _json_body(resp)
+
+    # -- plumbing ----------------------------------------------------------------------------------
+    def _url(self, path: str) -> str:
+        if path.startswith(("http://", "https://")):
+            return path
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    def _next_link(self, page: dict) -> str | None:
+        for link in page.get("link") or []:
+            if link.get("relation") == "next" and link.get("url"):
+                url = urljoin(self.base_url + "/", link["url"])
+                if _origin(url) != _origin(self.base_url):
+                    raise UpstreamError("the server's next link leaves its origin; refusing to follow it")
+                return url
+        return None
+
+    def _page_resources(self, page: dict, result: SearchResult) -> Iterator[Resource]:
+        for index, entry in enumerate(page.get("entry") or []):
+            data = entry.get("resource")
+            if not isinstance(data, dict):
+                continue
+            mode = (entry.get("search") or {}).get("mode")
+            if mode == "outcome" or (data.get("resourceType") == "OperationOutcome" and mode != "match"):
+                result.warnings.extend(_outcome_messages(data))
+                continue
+            try:
+                yield _to_model(data)
+            except UpstreamError as exc:
+                result.warnings.append(f"skipped {data.get('resourceType')}/{data.get('id')}: {exc.diagnostics}")
+
+    def _request_json(self, method: str, url: str, *, params: Mapping[str, str] | None = None) -> dict:
+        return _json_body(self._send(method, self._url(url), params=params))
+
+    def _send(self, method: str, url: str, *, params: Mapping[str, str] | None = None,
+              body: dict | None = None, headers: dict | None = None) -> requests.Response:
+        all_headers = {"Accept": FHIR_JSON, **(headers or {})}
+        if self._auth_header:
+            all_headers["Authorization"] = self._auth_header
+        data = None
+        if body is not None:
+            all_headers["Content-Type"] = f"{FHIR_JSON}; charset=utf-8"
+            data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        self.request_count += 1
+        try:
+            resp = self.session.request(method, url, params=params, data=data, headers=all_headers,
+                                        timeout=self.timeout, allow_redirects=False)
+        except requests.RequestException as exc:
+            if _is_timeout(exc):
+                raise UpstreamTimeout(f"the EHR did not answer {method} {_path(url)} within {self.timeout:g} s") from exc
+            raise UpstreamError(f"could not reach the EHR for {method} {_path(url)}: {type(exc).__name__}") from exc
+        log.debug("%s %s -> %s", method, _path(url), resp.status_code)
+        raise_for_status(resp, method, url)
+        return resp
+
+
+def _is_timeout(exc: requests.RequestException) -> bool:
+    """A timeout, including one urllib3 wrapped in MaxRetryError after its read retries ran out."""
+    if isinstance(exc, requests.Timeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    # NewConnectionError (refused, unreachable) subclasses ConnectTimeoutError in urllib3 2.x: not a timeout.
+    return isinstance(reason, (ReadTimeoutError, ConnectTimeoutError)) and not isinstance(reason, NewConnectionError)
+
+
+def raise_for_status(resp: requests.Response, method: str, url: str) -> None:
+    """Map an EHR error status to our error tree, keeping any OperationOutcome it sent."""
+    status = resp.status_code
+    if status < 400:
+        return
+    upstream = _outcome_or_none(resp)
+    where = f"{method} {_path(url)}"
+    if status in (404, 410):
+        raise NotFound(f"the EHR has no {_path(url)} ({status})", upstream=upstream, upstream_status=status)
+    if status in (401, 403):
+        log.warning("EHR refused authorisation for %s (%s)", where, status)
+        raise UpstreamError(f"the EHR refused authorisation for {where} ({status})", upstream=upstream,
+                            upstream_status=status)
+    if status in (409, 412):
+        raise Conflict(f"the EHR reported a conflict for {where} ({status})", upstream=upstream, upstream_status=status)
+    if status == 504:
+        raise UpstreamTimeout(f"the EHR timed out on {where} (504)", upstream=upstream, upstream_status=status)
+    raise UpstreamError(f"the EHR answered {status} to {where}", upstream=upstream, upstream_status=status)
+
+
+def _write_result(resp: requests.Response) -> WriteResult:
+    location = resp.headers.get("Location") or resp.headers.get("Content-Location")
+    body = _json_body(resp) if resp.content else None
+    key = _location_key(location) if location else None
+    if key is None and isinstance(body, dict) and body.get("id"):
+        key = f"{body['resourceType']}/{body['id']}"
+    return WriteResult(status=resp.status_code, location=key, resource=body, created=resp.status_code == 201)
+
+
+def _location_key(location: str) -> str | None:
+    """'http://x/fhir/Type/id/_history/2' → 'Type/id'."""
+    parts = [p for p in urlsplit(location).path.split("/") if p]
+    if "_history" in parts:
+        parts = parts[: parts.index("_history")]
+    return "/".join(parts[-2:]) if len(parts) >= 2 else None
+
+
+def _json_body(resp: requests.Response) -> dict:
+    try:
+        data = resp.json()
+    except ValueError as exc:
+        ctype = resp.headers.get("Content-Type", "none")
+        raise UpstreamError(f"the EHR answered {resp.status_code} with a body that is not JSON ({ctype})") from exc
+    if not isinstance(data, dict) or "resourceType" not in data:
+        raise UpstreamError("the EHR answered JSON that is not a FHIR resource")
+    return data
+
+
+def _outcome_or_none(resp: requests.Response) -> dict | None:
+    try:
+        data = resp.json()
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) and data.get("resourceType") == "OperationOutcome" else None
+
+
+def _outcome_messages(outcome: dict) -> list[str]:
+    messages = []
+    for issue in outcome.get("issue") or []:
+        text = issue.get("diagnostics") or (issue.get("details") or {}).get("text") or issue.get("code")
+        messages.append(f"{issue.get('severity', 'information')}: {text}")
+    return messages
+
+
+def _to_model(data: dict) -> Resource:
+    resource_type = data.get("resourceType")
+    try:
+        model = get_fhir_model_class(resource_type)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise UpstreamError(f"the EHR sent an unknown resource type {resource_type!r}") from exc
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise UpstreamError(f"{resource_type} from the EHR is not valid R4: {_first_error(exc)}") from exc
+
+
+def _to_json(resource: Resource | dict) -> dict:
+    if isinstance(resource, dict):
+        return resource
+    return resource.model_dump(mode="json", exclude_none=True)
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err.get("loc", ()))
+    return f"{where}: {err.get('msg')}" if where else str(err.get("msg"))
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.netloc
+
+
+def _path(url: str) -> str:
+    """The path of a URL without its query (queries can carry identifiers)."""
+    return urlsplit(url).path or "/"
+
+
+def forget_capabilities(base_url: str | None = None) -> None:
+    """Drop cached CapabilityStatements (all, or one server's)."""
+    with _capabilities_lock:
+        if base_url is None:
+            _capabilities.clear()
+        else:
+            _capabilities.pop(base_url.rstrip("/"), None)

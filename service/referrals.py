@@ -1,0 +1,167 @@
+"""Orchestration of a referral: fetch → packet → send → consult intake (the write-back is in writeback.py)."""
+
+import json
+import logging
+import uuid
+from datetime import UTC, datetime
+
+from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.condition import Condition
+from fhir.resources.R4B.identifier import Identifier
+from fhir.resources.R4B.patient import Patient
+from fhir.resources.R4B.servicerequest import ServiceRequest
+from fhir.resources.R4B.task import Task
+
+from mappers import systems
+from mappers.consult import build_consult_bundle
+from mappers.consult_context import ConsultContext
+from mappers.docref import build_document_reference, render_consult_xhtml
+from mappers.errors import MappingError
+from mappers.ids import random_ids
+from mappers.packet import ReferralRequest, build_referral_bundle
+from mappers.referral import task_with_status
+from mappers.validation import check_document_bundle
+from service.ehr.client import FhirClient
+from service.ehr.fetch import fetch_patient_record
+from service.errors import Conflict
+from service.intake import ReferralInput, parse_fhir_consult
+from service.lifecycle import BUSINESS_STATUS, check_transition
+from service.store.repository import Consult, Referral, ReferralRepository, utcnow
+
+log = logging.getLogger(__name__)
+
+WRITEBACK_STEPS = ["bundle", "document_reference", "task"]
+
+
+def to_json(resource) -> str:  # noqa: ANN001 - any R4B model
+    """Serialise an R4B model as compact FHIR JSON."""
+    return resource.model_dump_json(exclude_none=True)
+
+
+def identifier_query(identifier: Identifier) -> str:
+    """The search that finds a resource by its business identifier (for If-None-Exist)."""
+    return f"identifier={identifier.system}|{identifier.value}"
+
+
+def create_referral(client: FhirClient, repo: ReferralRepository, data: ReferralInput, *, actor: str) -> Referral:
+    """Fetch the patient's record, build the draft packet and store the referral as draft."""
+    record = fetch_patient_record(client, data.patient)
+    referral_id = str(uuid.uuid4())
+    now = datetime.now(UTC)
+    request = ReferralRequest(referral_id=referral_id, question=data.question,
+                              patient_questions=data.patient_questions, exclude=data.exclude)
+    packet = build_referral_bundle(record, request, now=now, new_id=random_ids())
+    problems = check_document_bundle(packet.bundle)
+    if problems:  # our own mapper's bug, not the caller's: never store or send an invalid document
+        raise MappingError(f"the packet failed the document checks: {problems[0]}", status=500, issue_code="exception")
+    warnings = list(record.warnings) + [f"reference kept as display only: {ref}" for ref in packet.dropped_references]
+    referral = Referral(
+        id=referral_id, patient_id=data.patient, ehr_base_url=client.base_url, status="draft",
+        question=data.question, patient_questions=data.patient_questions, exclude=data.exclude,
+        excluded=packet.excluded, warnings=warnings, counts=packet.counts,
+        packet_identifier=packet.bundle.identifier.value, packet_json=to_json(packet.bundle),
+        service_request_json=to_json(packet.service_request), task_json=to_json(packet.task),
+        ehr_service_request=None, ehr_task=None, created_at=now, updated_at=now, sent_at=None)
+    log.info("referral %s drafted for Patient/%s: %s", referral_id, data.patient, packet.counts)
+    return repo.add(referral, actor=actor)
+
+
+def send_referral(client: FhirClient, repo: ReferralRepository, referral_id: str, *, actor: str) -> Referral:
+    """Freeze the packet and place the order: ServiceRequest and Task in the EHR, then status requested.
+
+    Both creates are conditional on our identifiers, so a repeated send after a failure creates nothing twice.
+    """
+    referral = repo.get(referral_id)
+    check_transition(referral.status, "requested")
+    service_request = ServiceRequest.model_validate_json(referral.service_request_json)
+    service_request.status = "active"
+    sr_result = client.create(service_request, if_none_exist=identifier_query(service_request.identifier[0]))
+    service_request.id = sr_result.location.split("/", 1)[1]
+
+    task = Task.model_validate_json(referral.task_json)
+    task.focus = {"reference": sr_result.location}
+    task = task_with_status(task, "requested", now=datetime.now(UTC),
+                            business_status=BUSINESS_STATUS["requested"])
+    task_result = client.create(task, if_none_exist=identifier_query(task.identifier[0]))
+    task.id = task_result.location.split("/", 1)[1]
+    log.info("referral %s placed as %s and %s", referral_id, sr_result.location, task_result.location)
+    return repo.transition(referral_id, "requested", actor=actor, reason="packet sent",
+                           sent_at=utcnow(), ehr_service_request=sr_result.location, ehr_task=task_result.location,
+                           service_request_json=to_json(service_request), task_json=to_json(task))
+
+
+def consult_context(referral: Referral) -> ConsultContext:
+    """What the consult mappers need from a stored referral and its frozen packet."""
+    packet = Bundle.model_validate_json(referral.packet_json)
+    patient = next(e.resource for e in packet.entry if isinstance(e.resource, Patient))
+    conditions = [e.resource for e in packet.entry if isinstance(e.resource, Condition)]
+    service_request = ServiceRequest.model_validate_json(referral.service_request_json)
+    return ConsultContext(referral_id=referral.id, patient=patient,
+                          service_request_identifier=service_request.identifier[0],
+                          service_request_ref=referral.ehr_service_request, referred_conditions=conditions,
+                          questions=[referral.question, *referral.patient_questions])
+
+
+def receive_consult(repo: ReferralRepository, referral_id: str, body: bytes, content_type: str | None,
+                    *, actor: str) -> Consult:
+    """Turn a consultant's answer into our consult document and DocumentReference, and queue the write-back."""
+    referral = repo.get(referral_id)
+    check_transition(referral.status, "in-progress")
+    if repo.find_consult(referral_id) is not None:
+        raise Conflict(f"referral {referral_id} already has a consult")
+    source = parse_fhir_consult(body, content_type)
+    now = datetime.now(UTC)
+    consult_id = str(uuid.uuid4())
+    document = build_consult_bundle(source, consult_context(referral), now=now, new_id=random_ids())
+    problems = check_document_bundle(document)
+    if problems:
+        raise MappingError(f"the consult does not make a valid FHIR document: {problems[0]}")
+    document_json = to_json(document).encode("utf-8")
+    docref = build_document_reference(
+        document, document_json, patient_ref=f"Patient/{referral.patient_id}",
+        service_request_ref=referral.ehr_service_request,
+        identifier=Identifier(system=systems.URN_IETF_RFC_3986, value=f"urn:uuid:{consult_id}"),
+        now=now, xhtml=render_consult_xhtml(document))
+    consult = Consult(id=consult_id, referral_id=referral_id, received_at=now, content_type=content_type or "",
+                      source=body.decode("utf-8", errors="replace"), document_json=document_json.decode("utf-8"),
+                      document_reference_json=to_json(docref), status="pending", last_error=None, attempts=0)
+    stored = repo.add_consult(consult, WRITEBACK_STEPS, actor=actor)
+    log.info("consult %s received for referral %s (%d entries)", consult_id, referral_id, len(document.entry or []))
+    return stored
+
+
+def referral_json(referral: Referral, consult: Consult | None, *, base: str = "") -> dict:
+    """The referral as the REST API shows it."""
+    body: dict = {
+        "id": referral.id, "status": referral.status, "patient": f"Patient/{referral.patient_id}",
+        "ehr": referral.ehr_base_url, "question": referral.question,
+        "patient_questions": referral.patient_questions,
+        "created": iso(referral.created_at), "updated": iso(referral.updated_at), "sent": iso(referral.sent_at),
+        "packet": {"identifier": referral.packet_identifier, "url": f"{base}/api/referrals/{referral.id}/packet",
+                   "counts": referral.counts, "frozen": referral.sent_at is not None},
+        "excluded": referral.excluded, "warnings": referral.warnings,
+        "service_request": referral.ehr_service_request, "task": referral.ehr_task,
+    }
+    if consult is not None:
+        body["consult"] = {"id": consult.id, "received": iso(consult.received_at), "status": consult.status,
+                           "url": f"{base}/api/referrals/{referral.id}/consult"}
+        body["writeback"] = {
+            "status": consult.status, "attempts": consult.attempts, "last_error": consult.last_error,
+            "steps": [{"step": s.step, "status": s.status, "location": s.location, "done": iso(s.done_at)}
+                      for s in consult.steps],
+            **{s.step: s.location for s in consult.steps if s.location},
+        }
+    return body
+
+
+def iso(value: datetime | None) -> str | None:
+    """An ISO 8601 instant in UTC (SQLite hands back naive datetimes that are UTC)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def packet_json(referral: Referral) -> dict:
+    return json.loads(referral.packet_json)

@@ -1,0 +1,95 @@
+"""Shared test fixtures: the sandbox EHR on a free 127.0.0.1 port, the app, and helpers."""
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from service import create_app
+from service.store.repository import get_repository
+from service.writeback import EXTENSION as WRITEBACK
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT.parent / "shared" / "corpus"
+SYNTHEA_FILES = sorted((CORPUS / "fhir-patients").glob("*.json"))
+FIXTURE_PATIENTS = ROOT / "fixtures" / "patients"
+
+
+@pytest.fixture(scope="session")
+def ehr() -> Iterator["SandboxServer"]:  # noqa: F821
+    """The sandbox EHR with the fixture patients, one per test session."""
+    from fixtures.sandbox import SandboxServer
+
+    with SandboxServer() as server:
+        yield server
+
+
+@pytest.fixture
+def make_app(tmp_path: Path, ehr) -> Iterator[Callable[..., Flask]]:  # noqa: ANN001
+    """A factory of apps pointed at the sandbox (or another EHR), each with its own SQLite file."""
+    apps: list[Flask] = []
+
+    def factory(**overrides: object) -> Flask:
+        config = {"TESTING": True, "FHIR_BASE_URL": ehr.base_url, "WRITEBACK": "thread",
+                  "WRITEBACK_BASE_DELAY_S": 0.05, "FHIR_BACKOFF": 0.05,
+                  "DATABASE_URL": f"sqlite:///{tmp_path / f'db{len(apps)}.sqlite3'}", **overrides}
+        app = create_app(config)
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        app.extensions[WRITEBACK].stop()
+        get_repository(app).engine.dispose()
+
+
+@pytest.fixture
+def app(make_app) -> Flask:  # noqa: ANN001
+    return make_app()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def closed_port_url() -> str:
+    """A FHIR base on 127.0.0.1 where nothing listens (connections are refused at once)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/fhir"
+
+
+def fixture_questions() -> dict:
+    return json.loads((FIXTURE_PATIENTS / "questions.json").read_text("utf-8"))
+
+
+def wait_for_status(client: FlaskClient, referral_id: str, statuses: tuple[str, ...] = ("completed", "failed"),
+                    timeout_s: float = 30.0) -> dict:
+    """Poll the referral until it reaches one of statuses (or fail the test)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        body = client.get(f"/api/referrals/{referral_id}").get_json()
+        if body["status"] in statuses:
+            return body
+        if time.monotonic() > deadline:
+            pytest.fail(f"referral stayed {body['status']} for {timeout_s} s: {body.get('writeback')}")
+        time.sleep(0.05)
+
+
+def assert_outcome(resp, status: int, code: str | None = None) -> dict:  # noqa: ANN001
+    """The response is an OperationOutcome with this HTTP status (and issue code)."""
+    assert resp.status_code == status, resp.get_data(as_text=True)[:500]
+    assert resp.headers["Content-Type"].startswith("application/fhir+json")
+    body = resp.get_json()
+    assert body["resourceType"] == "OperationOutcome"
+    if code is not None:
+        assert body["issue"][0]["code"] == code, body
+    return body

@@ -1,0 +1,76 @@
+"""The `second-opinion` command as a user runs it: demo, serve (as a real process), errors."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from service.demo import run_referral
+from tests.conftest import fixture_questions
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "service.cli"]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SECOND_OPINION_")}
+    return {**env, **extra}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_demo_once_runs_the_loop_and_exits_0(tmp_path: Path) -> None:
+    result = subprocess.run([*CLI, "demo", "--once"], cwd=tmp_path, env=clean_env(), capture_output=True,
+                            text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "referral status:    completed" in result.stdout
+    assert "document reference: DocumentReference/" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_without_an_ehr_refuses_to_start_and_says_what_to_set(tmp_path: Path) -> None:
+    result = subprocess.run([*CLI, "serve"], cwd=tmp_path, env=clean_env(), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode != 0
+    assert "SECOND_OPINION_FHIR_BASE_URL" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_served_process_runs_the_whole_loop_against_the_sandbox(tmp_path: Path, ehr) -> None:  # noqa: ANN001
+    port = free_port()
+    env = clean_env(SECOND_OPINION_FHIR_BASE_URL=ehr.base_url,
+                    SECOND_OPINION_DATABASE_URL=f"sqlite:///{tmp_path / 'served.sqlite3'}")
+    proc = subprocess.Popen([*CLI, "serve", "--port", str(port)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_up(f"{url}/health")
+        patient = sorted(fixture_questions())[0]
+        result = run_referral(url, patient, "Is surgery the right choice?", [], say=lambda _msg: None)
+        assert result.referral["status"] == "completed"
+        docref_id = result.document_reference.split("/")[1]
+        assert ehr.store.get("DocumentReference", docref_id)["subject"]["reference"] == f"Patient/{patient}"
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=30)
+    assert "Traceback" not in stderr
+
+
+def _wait_up(url: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        assert time.monotonic() < deadline, f"{url} did not come up"
+        time.sleep(0.1)
