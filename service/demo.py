@@ -48,8 +48,17 @@ def run_referral(service_url: str, patient_id: str, question: str, patient_quest
                   headers={"Content-Type": "application/fhir+json"}, timeout=60))
     say("  consult returned by the consultant; writing back to the EHR ...")
     referral = _wait_until_closed(http, f"{service_url}/api/referrals/{referral_id}")
-    return DemoResult(patient_id, referral, created["packet"]["counts"],
+    return DemoResult(patient_id, referral, section_counts(packet),
                       (referral.get("writeback") or {}).get("document_reference"))
+
+
+def section_counts(packet: Bundle) -> dict[str, int]:
+    """Entries per section of the packet, keyed by 'Title (LOINC code)'."""
+    counts = {}
+    for section in packet.entry[0].resource.section or []:
+        code = section.code.coding[0].code if section.code and section.code.coding else "no code"
+        counts[f"{section.title} ({code})"] = len(section.entry or [])
+    return counts
 
 
 def _wait_until_closed(http: requests.Session, url: str) -> dict:
@@ -81,7 +90,7 @@ def run_demo(*, once: bool, patient: str | None, say=print) -> int:  # noqa: ANN
                                        "patient_questions": []})
     with tempfile.TemporaryDirectory(prefix="second-opinion-demo-") as tmp, SandboxServer() as ehr:
         app = create_app({"FHIR_BASE_URL": ehr.base_url,
-                          "DATABASE_URL": f"sqlite:///{Path(tmp) / 'demo.sqlite3'}"})
+                          "DATABASE_URL": f"sqlite:///{Path(tmp) / 'demo.sqlite3'}", "LOG_LEVEL": "WARNING"})
         with ServiceServer(app) as service:
             say(f"Sandbox EHR:  {ehr.base_url}")
             say(f"Service:      {service.url}")
@@ -106,8 +115,9 @@ def print_summary(result: DemoResult, service_url: str, ehr_url: str, say=print)
     say("\nSummary")
     say(f"  patient:            Patient/{result.patient}")
     say(f"  packet identifier:  {referral['packet']['identifier']}")
+    say("  sections:")
     for section, count in result.counts.items():
-        say(f"  section {section:<12}{count}")
+        say(f"    {section:<52}{count:>4}")
     say(f"  service request:    {referral.get('service_request')}")
     say(f"  document reference: {result.document_reference}")
     say(f"  referral status:    {referral['status']}")

@@ -200,8 +200,10 @@ class ReferralRepository:
             check_transition(referral.status, target)
             now = utcnow()
             consult.status = status
-            if reason:
+            if status == "failed":
                 consult.last_error = reason
+            else:
+                consult.last_error = None
             s.execute(update(ReferralRow).where(ReferralRow.id == referral.id,
                                                  ReferralRow.status == referral.status)
                       .values(status=target, updated_at=now))
