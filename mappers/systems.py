@@ -18,7 +18,7 @@ SECTION_RESULTS = ("30954-2", "Relevant diagnostic tests/laboratory data")
 SECTION_MEDICATIONS = ("10160-0", "History of Medication use")
 SECTION_ALLERGIES = ("48765-2", "Allergies and adverse reactions")
 SECTION_PLAN = ("18776-5", "Plan of care note")
-SECTION_DOCUMENTS = ("55107-7", "Addendum document")  # attached reports; LOINC "Addendum document"
+SECTION_DOCUMENTS = ("77599-9", "Additional documentation")  # attached reports, as EHDS/IPS-family IGs code them
 SECTION_ASSESSMENT = ("51848-0", "Evaluation note")
 SECTION_SECOND_OPINION_SUMMARY = ("55110-1", "Conclusions")  # LOINC 55110-1 Conclusions [Interpretation] Document
 SECTION_READINESS = ("48767-8", "Annotation comment")
@@ -52,3 +52,38 @@ PROVENANCE_PARTICIPANT_TYPE = "http://terminology.hl7.org/CodeSystem/provenance-
 
 # BSeR Task businessStatus codes (https://hl7.org/fhir/us/bser/) as DESIGN.md's life table uses them.
 BSER_BUSINESS_STATUS = "http://hl7.org/fhir/us/bser/CodeSystem/TaskBusinessStatusCS"
+
+# --- added for the packet, consult and write-back mappers -------------------------------------------------
+
+LOINC_REFERRAL_NOTE_DISPLAY = "Referral note"
+LOINC_CONSULT_NOTE_DISPLAY = "Consult note"
+
+# Composition.section.emptyReason: http://terminology.hl7.org/CodeSystem/list-empty-reason
+LIST_EMPTY_REASON = "http://terminology.hl7.org/CodeSystem/list-empty-reason"
+EMPTY_REASON_NIL_KNOWN = ("nilknown", "Nil Known")
+
+SNOMED_PATIENT_REFERRAL_DISPLAY = "Patient referral"
+V2_0336_SECOND_OPINION_DISPLAY = "Second Opinion"
+TASK_CODE_FULFILL = ("fulfill", "Fulfill the focal request")
+
+# US Core DocumentReference category code (us-core-documentreference-category)
+US_CORE_CLINICAL_NOTE = ("clinical-note", "Clinical Note")
+
+# DocumentReference.content.format: IHE format code "mime type sufficient" (in US Core's format value set)
+IHE_FORMAT_CODE = "http://ihe.net/fhir/ihe.formatcode.fhir/CodeSystem/formatcode"
+IHE_FORMAT_MIME_TYPE_SUFFICIENT = ("urn:ihe:iti:xds:2017:mimeTypeSufficient", "mimeType Sufficient")
+
+# BSeR TaskBusinessStatusCS codes and displays for each Task.status of DESIGN.md's life table.
+# "in-progress" has the 5.1.x family; 5.1.1 "Service Request Event Scheduled" is the default (work has begun).
+BSER_BUSINESS_STATUS_FOR_TASK_STATUS: dict[str, tuple[str, str]] = {
+    "requested": ("2.0", "Service Request Created"),
+    "accepted": ("3.0", "Service Request Accepted"),
+    "rejected": ("4.0", "Service Request Declined"),
+    "in-progress": ("5.1.1", "Service Request Event Scheduled"),
+    "failed": ("6.0", "Service Request Fulfillment Cancelled"),
+    "cancelled": ("6.0", "Service Request Fulfillment Cancelled"),
+    "completed": ("7.0", "Service Request Fulfillment Completed"),
+}
+
+# Composition.status values a consult may keep (http://hl7.org/fhir/composition-status)
+COMPOSITION_STATUSES_KEPT = ("preliminary", "final", "amended")

@@ -1,5 +1,6 @@
 """The referral state machine: every allowed transition in one table (Task.status vocabulary)."""
 
+from mappers import systems
 from service.errors import Conflict
 
 # DESIGN.md "The loop": draft → requested → accepted|rejected → in-progress → completed|failed;
@@ -18,16 +19,8 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 
 OPEN_STATES = frozenset(s for s, targets in TRANSITIONS.items() if targets)
 
-# BSeR Task businessStatus (https://hl7.org/fhir/us/bser/ TaskBusinessStatusCS), as DESIGN.md's table uses them.
-BUSINESS_STATUS: dict[str, tuple[str, str]] = {
-    "requested": ("2.0", "Request Created"),
-    "accepted": ("3.0", "Request Accepted"),
-    "rejected": ("4.0", "Request Declined"),
-    "in-progress": ("5.1", "Service Request Fulfillment in Progress"),
-    "failed": ("6.0", "Service Request Event Cancelled"),
-    "cancelled": ("6.0", "Service Request Event Cancelled"),
-    "completed": ("7.0", "Service Request Fulfillment Completed"),
-}
+# BSeR Task businessStatus for each Task.status (HL7/bser TaskBusinessStatusCS), kept with the other codes.
+BUSINESS_STATUS: dict[str, tuple[str, str]] = systems.BSER_BUSINESS_STATUS_FOR_TASK_STATUS
 
 
 def check_transition(current: str, target: str) -> None:

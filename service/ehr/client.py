@@ -57,6 +57,17 @@ class SearchResult:
 
 
 @dataclass(frozen=True)
+class Page:
+    """One searchset page: its resources, the server's warnings, where the next page is, the total if stated."""
+
+    resources: list[Resource]
+    warnings: list[str]
+    next_url: str | None
+    total: int | None
+    matches: int  # entries with search.mode match (or no mode)
+
+
+@dataclass(frozen=True)
 class WriteResult:
     """Where a create or update left the resource."""
 
@@ -69,18 +80,36 @@ class WriteResult:
 _capabilities: dict[str, CapabilityStatement] = {}
 _capabilities_lock = threading.Lock()
 
+DEFAULT_SERVER_CONCURRENCY = 4
+_server_slots: dict[str, threading.BoundedSemaphore] = {}
+_server_slots_lock = threading.Lock()
+
+
+def server_slots(base_url: str, limit: int = DEFAULT_SERVER_CONCURRENCY) -> threading.BoundedSemaphore:
+    """The process-wide cap on requests in flight to one server (shared by every fetch and write-back)."""
+    origin = "%s://%s" % _origin(base_url)
+    with _server_slots_lock:
+        if origin not in _server_slots:
+            _server_slots[origin] = threading.BoundedSemaphore(limit)
+        return _server_slots[origin]
+
 
 class FhirClient:
     """A FHIR R4 REST client for one server: reads, searches with paging, conditional writes."""
 
     def __init__(self, base_url: str, session: requests.Session, *, timeout: float = 30.0,
-                 max_pages: int = 500, auth_header: str | None = None) -> None:
+                 max_pages: int = 500, max_bytes: int | None = None, auth_header: str | None = None,
+                 concurrency: int = DEFAULT_SERVER_CONCURRENCY) -> None:
         self.base_url = base_url.rstrip("/")
         self.session = session
         self.timeout = timeout
         self.max_pages = max_pages
+        self.max_bytes = max_bytes  # a budget for everything this client reads; None = no limit
         self._auth_header = auth_header  # never logged
+        self._slots = server_slots(self.base_url, concurrency)
+        self._counter_lock = threading.Lock()
         self.request_count = 0
+        self.bytes_received = 0
 
     # -- capability -------------------------------------------------------------------------------
     def capabilities(self) -> CapabilityStatement:
@@ -129,12 +158,24 @@ class FhirClient:
             if result.pages >= self.max_pages:
                 raise UpstreamError(f"{resource_type} search needs more than {self.max_pages} pages; "
                                     "narrow it or raise FHIR_MAX_PAGES")
-            page = self._request_json("GET", url, params=query)
+            page = self.search_page(url, query)
             result.pages += 1
-            if page.get("resourceType") != "Bundle":
-                raise UpstreamError(f"{resource_type} search answered a {page.get('resourceType')}, not a Bundle")
-            yield from self._page_resources(page, result)
-            url, query = self._next_link(page), None
+            result.warnings.extend(page.warnings)
+            yield from page.resources
+            url, query = page.next_url, None
+
+    def search_page(self, url: str, params: Mapping[str, str] | None = None) -> Page:
+        """Fetch one searchset page (url: a resource type, or a next link of this server)."""
+        data = self._request_json("GET", url, params=params)
+        if data.get("resourceType") != "Bundle":
+            raise UpstreamError(f"a search answered a {data.get('resourceType')}, not a Bundle")
+        warnings: list[str] = []
+        holder = SearchResult(warnings=warnings)
+        resources = list(self._page_resources(data, holder))
+        matches = sum(1 for e in data.get("entry") or []
+                      if (e.get("search") or {}).get("mode", "match") == "match")
+        total = data.get("total") if isinstance(data.get("total"), int) else None
+        return Page(resources, warnings, self._next_link(data), total, matches)
 
     def search_all(self, resource_type: str, params: Mapping[str, str] | None = None) -> SearchResult:
         """Run a search to the end and return everything with its warnings."""
@@ -204,17 +245,27 @@ class FhirClient:
         if body is not None:
             all_headers["Content-Type"] = f"{FHIR_JSON}; charset=utf-8"
             data = json.dumps(body, ensure_ascii=False).encode("utf-8")
-        self.request_count += 1
         try:
-            resp = self.session.request(method, url, params=params, data=data, headers=all_headers,
-                                        timeout=self.timeout, allow_redirects=False)
+            with self._slots:
+                resp = self.session.request(method, url, params=params, data=data, headers=all_headers,
+                                            timeout=self.timeout, allow_redirects=False)
         except requests.RequestException as exc:
             if _is_timeout(exc):
                 raise UpstreamTimeout(f"the EHR did not answer {method} {_path(url)} within {self.timeout:g} s") from exc
             raise UpstreamError(f"could not reach the EHR for {method} {_path(url)}: {type(exc).__name__}") from exc
         log.debug("%s %s -> %s", method, _path(url), resp.status_code)
+        self._count(len(resp.content))
         raise_for_status(resp, method, url)
         return resp
+
+    def _count(self, size: int) -> None:
+        with self._counter_lock:
+            self.request_count += 1
+            self.bytes_received += size
+            over = self.max_bytes is not None and self.bytes_received > self.max_bytes
+        if over:
+            raise UpstreamError(f"the record is larger than the fetch budget of {self.max_bytes // 1_000_000} MB; "
+                                "narrow the selection (since, exclude) or raise FHIR_MAX_FETCH_BYTES")
 
 
 def _is_timeout(exc: requests.RequestException) -> bool:

@@ -1,0 +1,107 @@
+"""Find, normalise and rewrite the references inside FHIR resources."""
+
+import re
+from collections.abc import Collection, Iterator, Mapping
+from typing import TypeVar
+
+from fhir.resources.R4B.reference import Reference
+from fhir.resources.R4B.resource import Resource
+from fhir_core.fhirabstractmodel import FHIRAbstractModel
+
+R = TypeVar("R", bound=Resource)
+
+# A relative literal reference: Type/id (FHIR id: letters, digits, '-', '.', up to 64), optionally versioned.
+_RELATIVE = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?$")
+_REST_URL = re.compile(r"^(https?://.+)/[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}(?:/_history/[A-Za-z0-9\-.]{1,64})?$")
+
+
+def iter_references(model: FHIRAbstractModel) -> Iterator[Reference]:
+    """Yield every Reference element inside a resource or element (contained and extensions too), depth first."""
+    for _name, value in model:
+        yield from _iter_value(value)
+
+
+def _iter_value(value: object) -> Iterator[Reference]:
+    """Yield the References in one field value (a model, a list of them, or a primitive)."""
+    if isinstance(value, list):
+        for item in value:
+            yield from _iter_value(item)
+    elif isinstance(value, FHIRAbstractModel):
+        if isinstance(value, Reference):
+            yield value
+        yield from iter_references(value)
+
+
+def reference_key(ref: str | None, base_url: str = "") -> str | None:
+    """Normalise a literal reference to "Type/id"; None for #contained, urn:, foreign or odd references."""
+    if not ref or ref.startswith("#") or ref.startswith("urn:"):
+        return None
+    if "://" in ref:
+        base = base_url.rstrip("/")
+        if not base or not ref.startswith(base + "/"):
+            return None
+        ref = ref[len(base) + 1:]
+    match = _RELATIVE.match(ref)
+    return f"{match.group(1)}/{match.group(2)}" if match else None
+
+
+def rest_base(url: str | None) -> str:
+    """The server base of a RESTful URL "<base>/Type/id" ("" for urn: and other URLs)."""
+    match = _REST_URL.match(url or "")
+    return match.group(1) if match else ""
+
+
+def reference_type(ref: Reference) -> str | None:
+    """The resource type a reference points at, from its literal reference or its `type`."""
+    literal = (ref.reference or "").split("/_history/", 1)[0]
+    parts = literal.split("/")
+    if len(parts) >= 2 and _RELATIVE.match("/".join(parts[-2:])):
+        return parts[-2]
+    return ref.type.rsplit("/", 1)[-1] if ref.type else None
+
+
+def resource_key(resource: Resource) -> str | None:
+    """Return "Type/id" for a resource that has an id."""
+    return f"{resource.get_resource_type()}/{resource.id}" if resource.id else None
+
+
+def rewrite_references(
+    resource: R,
+    mapping: Mapping[str, str],
+    *,
+    base_url: str = "",
+    redact: Collection[str] = frozenset(),
+) -> tuple[R, list[str]]:
+    """Return a deep copy with references rewritten by mapping, and the references made display-only.
+
+    A reference is looked up as written, then as its "Type/id" key. Values already in the mapping and
+    `#contained` references stay. Anything else keeps its display and identifier and loses `reference`
+    (display "<Type> (not included)" when it had none). References to `redact` keys (items the clinician
+    left out) also lose display and identifier, so the left-out item's name does not travel with them.
+    """
+    copy = resource.model_copy(deep=True)
+    targets = set(mapping.values())
+    dropped: list[str] = []
+    for ref in iter_references(copy):
+        literal = ref.reference
+        if not literal or literal in targets:
+            continue
+        key = reference_key(literal, base_url)
+        target = mapping.get(literal) or (mapping.get(key) if key else None)
+        if target is not None:
+            ref.reference = target
+        elif not literal.startswith("#"):
+            make_display_only(ref, redacted=key in redact)
+            dropped.append(literal)
+    return copy, dropped
+
+
+def make_display_only(ref: Reference, *, redacted: bool = False) -> None:
+    """Drop a reference's literal target in place, keeping (unless redacted) its display and identifier."""
+    type_name = reference_type(ref) or "Resource"
+    ref.reference = None
+    if redacted:
+        ref.identifier = None
+        ref.display = None
+    if not ref.display:
+        ref.display = f"{type_name} (not included)"
