@@ -18,7 +18,7 @@ from mappers import systems
 from mappers.consult_context import ConsultContext
 from mappers.errors import MappingError
 from mappers.ids import IdFactory
-from mappers.narrative import check_narrative, drop_invalid_narrative
+from mappers.narrative import check_narrative, concept_text, drop_invalid_narrative
 from mappers.references import iter_references, reference_key, reference_type, rest_base, rewrite_references
 from mappers.validation import instant_before, require_aware
 
@@ -50,6 +50,11 @@ def build_consult_bundle(source: Bundle | Composition, context: ConsultContext, 
     LOINC 11488-4 Consult note about the EHR's patient, linked to the referral ServiceRequest by identifier
     (C-CDA on FHIR OrderExtension). Its status is kept when it is preliminary, final or amended: we do not
     claim a finality the author did not (composition-status); entered-in-error is refused.
+
+    References to the referral's own Conditions (by their packet fullUrl, "Condition/<EHR id>" or the EHR's URL),
+    e.g. a revised diagnosis's Condition.evidence.detail, are not in the consult: they become logical references
+    (type Condition, identifier urn:ietf:rfc:3986 = the Condition's URL on the EHR) so the link survives the
+    document's "everything referenced is inside" rule (FHIR R4 references.html#logical).
     """
     require_aware(now)
     consult = _read(source)
@@ -62,10 +67,12 @@ def build_consult_bundle(source: Bundle | Composition, context: ConsultContext, 
     urls = {id(s): f"urn:uuid:{new_id()}" for s in others}
     mapping = _mapping(consult, patients, others, urls, composition_url, patient_url)
     _check_section_entries(consult, mapping)
-    composition = _composition(consult, mapping, composition_url, patient_url, context)
+    links = _referred_links(context)
+    composition = _composition(consult, mapping, composition_url, patient_url, context, links)
     entries = [BundleEntry(fullUrl=composition_url, resource=composition),
                BundleEntry(fullUrl=patient_url, resource=_patient(context.patient, mapping))]
-    entries += [BundleEntry(fullUrl=urls[id(s)], resource=_entry_resource(s, mapping, urls[id(s)])) for s in others]
+    entries += [BundleEntry(fullUrl=urls[id(s)], resource=_entry_resource(s, mapping, urls[id(s)], links))
+                for s in others]
     return Bundle(identifier=identifier, type="document", timestamp=now, entry=entries)
 
 
@@ -253,12 +260,14 @@ def _target(literal: str, mapping: dict[str, str], base_url: str) -> str | None:
 
 
 def _composition(consult: _Input, mapping: dict[str, str], composition_url: str, patient_url: str,
-                 context: ConsultContext) -> Composition:
+                 context: ConsultContext, links: dict[str, Reference]) -> Composition:
     """The consultant's Composition as our Consult note: type 11488-4, our patient, the order extension."""
     original = consult.composition
     if consult.bare:
         original = original.model_copy(update={"contained": None})
-    composition, _ = rewrite_references(original, mapping, base_url=consult.composition_source.base_url)
+    base_url = consult.composition_source.base_url
+    original = _link_referred(original, links, mapping, base_url)
+    composition, _ = rewrite_references(original, mapping, base_url=base_url)
     composition.id = composition_url.removeprefix("urn:uuid:")
     composition.type = CodeableConcept(coding=[Coding(system=systems.LOINC, code=systems.LOINC_CONSULT_NOTE,
                                                       display=systems.LOINC_CONSULT_NOTE_DISPLAY)])
@@ -281,9 +290,56 @@ def _patient(patient: Patient, mapping: dict[str, str]) -> Patient:
     return copy
 
 
-def _entry_resource(source: _Source, mapping: dict[str, str], url: str) -> Resource:
+def _entry_resource(source: _Source, mapping: dict[str, str], url: str, links: dict[str, Reference]) -> Resource:
     """A source resource with references rewritten and the id of its new fullUrl."""
-    copy, _ = rewrite_references(source.resource, mapping, base_url=source.base_url)
+    linked = _link_referred(source.resource, links, mapping, source.base_url)
+    copy, _ = rewrite_references(linked, mapping, base_url=source.base_url)
     copy.id = url.removeprefix("urn:uuid:")
     drop_invalid_narrative(copy)
+    return copy
+
+
+# --- links to the referred Conditions ------------------------------------------------------------------
+
+
+def _referred_links(context: ConsultContext) -> dict[str, Reference]:
+    """Every name a referred Condition goes by (packet fullUrl, Condition/<id>, EHR URL) → its logical Reference."""
+    links: dict[str, Reference] = {}
+    base = (context.ehr_base_url or "").rstrip("/")
+    for condition in context.referred_conditions:
+        if not condition.id:
+            continue
+        key = f"Condition/{condition.id}"
+        packet_url = context.referred_full_urls.get(key)
+        ehr_url = f"{base}/{key}" if base else None
+        uri = ehr_url or packet_url
+        if uri is None:
+            continue
+        link = Reference(type="Condition", identifier=Identifier(system=systems.URN_IETF_RFC_3986, value=uri),
+                         display=concept_text(condition.code) or None)
+        for alias in (key, packet_url, ehr_url):
+            if alias:
+                links.setdefault(alias, link)
+    return links
+
+
+def _link_referred(resource: Resource, links: dict[str, Reference], mapping: dict[str, str],
+                   base_url: str) -> Resource:
+    """A copy in which references to referred Conditions that are not in the consult are logical references."""
+    def link_of(ref: Reference) -> Reference | None:
+        literal = (ref.reference or "").strip()
+        if not literal or _target(literal, mapping, base_url) is not None:
+            return None
+        return links.get(literal) or links.get(reference_key(literal, base_url) or "")
+
+    if not links or not any(link_of(ref) is not None for ref in iter_references(resource)):
+        return resource
+    copy = resource.model_copy(deep=True)
+    for ref in iter_references(copy):
+        link = link_of(ref)
+        if link is not None:
+            ref.reference = None
+            ref.type = "Condition"
+            ref.identifier = link.identifier.model_copy(deep=True)
+            ref.display = ref.display or link.display
     return copy

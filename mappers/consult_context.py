@@ -17,3 +17,5 @@ class ConsultContext:
     service_request_ref: str | None = None  # "ServiceRequest/<EHR id>" once the EHR holds it
     referred_conditions: list[Condition] = field(default_factory=list)  # as sent in the packet
     questions: list[str] = field(default_factory=list)  # the clinician's question, then the patient's
+    ehr_base_url: str | None = None  # the EHR the referred Conditions live on
+    referred_full_urls: dict[str, str] = field(default_factory=dict)  # "Condition/<EHR id>" → its packet fullUrl

@@ -23,6 +23,7 @@ from mappers import systems
 from mappers.errors import MappingError
 from mappers.ids import IdFactory
 from mappers.narrative import drop_invalid_narrative, section_narrative, text_narrative
+from mappers.readiness import ReadinessItem, assess_readiness
 from mappers.record import PatientRecord
 from mappers.references import iter_references, reference_key, resource_key, rewrite_references
 from mappers.referral import build_service_request, build_task
@@ -58,6 +59,7 @@ class Packet:
     counts: dict[str, int]  # entries per section code, e.g. {"11450-4": 3, ...}
     excluded: list[str]  # the "Type/id" keys left out (those asked for that were present)
     dropped_references: list[str]  # references that could not be resolved inside the bundle (made display-only)
+    readiness: list[ReadinessItem] = field(default_factory=list)  # what the consultant needs, against the packet
 
 
 @dataclass(frozen=True)
@@ -98,13 +100,16 @@ def build_referral_bundle(record: PatientRecord, request: ReferralRequest, *, no
     rewritten, dropped = _rewrite_all(selection.members, urls, mapping, record.base_url, selection.left_out)
     by_url = {urls[id(m)]: r for m, r in zip(selection.members, rewritten)}
     by_url = _after_first(by_url, order_url, _packet_service_request(service_request, order_url, mapping))
+    readiness = assess_readiness(PatientRecord(record.patient, selection.members, record.base_url))
     sections = [_reason_section(request, order_url)]
     sections += [_clinical_section(s, [urls[id(r)] for r in s.resources], by_url) for s in selection.sections]
+    sections.append(_readiness_section(readiness))
     composition = _composition(composition_id, mapping[patient_key], request, sections, now)
     bundle = _document(identifier, composition, by_url, now)
-    codes = [systems.SECTION_REASON_FOR_REFERRAL[0], *(s.code[0] for s in selection.sections)]
+    codes = [systems.SECTION_REASON_FOR_REFERRAL[0], *(s.code[0] for s in selection.sections),
+             systems.SECTION_READINESS[0]]
     counts = {code: len(section.entry or []) for code, section in zip(codes, sections)}
-    return Packet(bundle, service_request, task, counts, [k for k in asked if k in index], dropped)
+    return Packet(bundle, service_request, task, counts, [k for k in asked if k in index], dropped, readiness)
 
 
 def _document(identifier: Identifier, composition: Composition, by_url: dict[str, Resource],
@@ -270,6 +275,18 @@ def _reason_section(request: ReferralRequest, service_request_url: str) -> Compo
                   *(f"Patient's question: {q}" for q in request.patient_questions)]
     return _section(systems.SECTION_REASON_FOR_REFERRAL, "Reason for referral", text_narrative(paragraphs),
                     [service_request_url])
+
+
+def _readiness_section(items: list[ReadinessItem]) -> CompositionSection:
+    """Readiness: what a second opinion needs that the packet has or lacks (text only, no entries)."""
+    gaps = [i for i in items if i.status != "ok"]
+    lines = ([f"Missing: {i.message}" if i.status == "missing" else f"Partial: {i.message}" for i in gaps]
+             or ["Nothing a second opinion usually needs is missing from this packet."])
+    lines += [f"Present: {i.message}" for i in items if i.status == "ok"]
+    code, display = systems.SECTION_READINESS
+    return CompositionSection(title="Readiness for a second opinion",
+                              code=CodeableConcept(coding=[Coding(system=systems.LOINC, code=code, display=display)]),
+                              text=text_narrative(lines))
 
 
 def _clinical_section(section: _Section, urls: list[str], by_url: dict[str, Resource]) -> CompositionSection:

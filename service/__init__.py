@@ -21,15 +21,20 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     logging.getLogger("service").setLevel(app.config["LOG_LEVEL"])
 
-    from service.api import health, referrals
+    from service import auth
+    from service.api import cds_hooks, health, launch, referrals
     from service.ehr import connection
     from service.store import repository
-    from service import writeback
+    from service import queue, writeback
 
     connection.init_app(app)
     repository.init_app(app)
+    auth.init_app(app)
     errors.register_error_handlers(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(referrals.bp)
+    app.register_blueprint(launch.bp)
+    cds_hooks.init_app(app)  # CDS Hooks services and GET /openapi.json (issue 8)
     writeback.init_app(app)
+    queue.init_app(app)  # the durable write-back queue (issue 6); consumers are started by serve, demo, worker
     return app

@@ -12,6 +12,7 @@ import requests
 from fhir.resources.R4B.bundle import Bundle
 
 from service import create_app
+from service.queue import start_consumer
 from service.serving import ServiceServer
 
 COMPLETION_TIMEOUT_S = 60.0
@@ -91,6 +92,7 @@ def run_demo(*, once: bool, patient: str | None, say=print) -> int:  # noqa: ANN
     with tempfile.TemporaryDirectory(prefix="second-opinion-demo-") as tmp, SandboxServer() as ehr:
         app = create_app({"FHIR_BASE_URL": ehr.base_url,
                           "DATABASE_URL": f"sqlite:///{Path(tmp) / 'demo.sqlite3'}", "LOG_LEVEL": "WARNING"})
+        start_consumer(app)  # write-back runs in this process (the server's stop() ends it)
         with ServiceServer(app) as service:
             say(f"Sandbox EHR:  {ehr.base_url}")
             say(f"Service:      {service.url}")

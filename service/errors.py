@@ -21,11 +21,13 @@ class ServiceError(Exception):
     issue_code = "exception"
     severity = "error"
 
-    def __init__(self, diagnostics: str, *, upstream: dict | None = None, upstream_status: int | None = None) -> None:
+    def __init__(self, diagnostics: str, *, upstream: dict | None = None, upstream_status: int | None = None,
+                 retry_after: float | None = None) -> None:
         super().__init__(diagnostics)
         self.diagnostics = diagnostics
         self.upstream = upstream  # the EHR's own OperationOutcome (JSON), kept verbatim
         self.upstream_status = upstream_status  # the EHR's HTTP status, when the EHR answered
+        self.retry_after = retry_after  # seconds the EHR asked us to wait (its Retry-After), when it said
 
     @property
     def transient(self) -> bool:

@@ -13,24 +13,24 @@ from fhir.resources.R4B.servicerequest import ServiceRequest
 from fhir.resources.R4B.task import Task
 
 from mappers import systems
-from mappers.consult import build_consult_bundle
 from mappers.consult_context import ConsultContext
 from mappers.docref import build_document_reference, render_consult_xhtml
 from mappers.errors import MappingError
 from mappers.ids import random_ids
 from mappers.packet import ReferralRequest, build_referral_bundle
 from mappers.referral import task_with_status
+from mappers.selection import history_before
 from mappers.validation import check_document_bundle
 from service.ehr.client import FhirClient
 from service.ehr.fetch import fetch_patient_record
 from service.errors import Conflict
-from service.intake import ReferralInput, parse_fhir_consult
+from service import consults
+from service.intake import ReferralInput
 from service.lifecycle import BUSINESS_STATUS, check_transition
 from service.store.repository import Consult, Referral, ReferralRepository, utcnow
+from service.writeback_profiles import DEFAULT_PROFILE, PROFILES, WritebackProfile, shape_document_reference
 
 log = logging.getLogger(__name__)
-
-WRITEBACK_STEPS = ["bundle", "document_reference", "task"]
 
 
 def to_json(resource) -> str:  # noqa: ANN001 - any R4B model
@@ -48,8 +48,9 @@ def create_referral(client: FhirClient, repo: ReferralRepository, data: Referral
     record = fetch_patient_record(client, data.patient)
     referral_id = str(uuid.uuid4())
     now = datetime.now(UTC)
+    history = [k for k in history_before(record, data.since) if k not in data.exclude] if data.since else []
     request = ReferralRequest(referral_id=referral_id, question=data.question,
-                              patient_questions=data.patient_questions, exclude=data.exclude)
+                              patient_questions=data.patient_questions, exclude=data.exclude + history)
     packet = build_referral_bundle(record, request, now=now, new_id=random_ids())
     problems = check_document_bundle(packet.bundle)
     if problems:  # our own mapper's bug, not the caller's: never store or send an invalid document
@@ -58,7 +59,10 @@ def create_referral(client: FhirClient, repo: ReferralRepository, data: Referral
     referral = Referral(
         id=referral_id, patient_id=data.patient, ehr_base_url=client.base_url, status="draft",
         question=data.question, patient_questions=data.patient_questions, exclude=data.exclude,
-        excluded=packet.excluded, warnings=warnings, counts=packet.counts,
+        excluded=[{"reference": key, "reason": f"dated before {data.since.isoformat()}" if key in history
+                   else "left out by the clinician"} for key in packet.excluded],
+        warnings=warnings, readiness=[item.as_dict() for item in packet.readiness],
+        since=data.since.isoformat() if data.since else None, counts=packet.counts,
         packet_identifier=packet.bundle.identifier.value, packet_json=to_json(packet.bundle),
         service_request_json=to_json(packet.service_request), task_json=to_json(packet.task),
         ehr_service_request=None, ehr_task=None, created_at=now, updated_at=now, sent_at=None)
@@ -90,42 +94,49 @@ def send_referral(client: FhirClient, repo: ReferralRepository, referral_id: str
                            service_request_json=to_json(service_request), task_json=to_json(task))
 
 
-def consult_context(referral: Referral) -> ConsultContext:
+def consult_context(referral: Referral, packet: Bundle | None = None) -> ConsultContext:
     """What the consult mappers need from a stored referral and its frozen packet."""
-    packet = Bundle.model_validate_json(referral.packet_json)
+    packet = packet or Bundle.model_validate_json(referral.packet_json)
     patient = next(e.resource for e in packet.entry if isinstance(e.resource, Patient))
-    conditions = [e.resource for e in packet.entry if isinstance(e.resource, Condition)]
+    conditions = [e for e in packet.entry if isinstance(e.resource, Condition)]
     service_request = ServiceRequest.model_validate_json(referral.service_request_json)
     return ConsultContext(referral_id=referral.id, patient=patient,
                           service_request_identifier=service_request.identifier[0],
-                          service_request_ref=referral.ehr_service_request, referred_conditions=conditions,
-                          questions=[referral.question, *referral.patient_questions])
+                          service_request_ref=referral.ehr_service_request,
+                          referred_conditions=[e.resource for e in conditions],
+                          questions=[referral.question, *referral.patient_questions],
+                          ehr_base_url=referral.ehr_base_url,
+                          referred_full_urls={f"Condition/{e.resource.id}": e.fullUrl for e in conditions
+                                              if e.resource.id and e.fullUrl})
 
 
 def receive_consult(repo: ReferralRepository, referral_id: str, body: bytes, content_type: str | None,
-                    *, actor: str) -> Consult:
-    """Turn a consultant's answer into our consult document and DocumentReference, and queue the write-back."""
+                    *, actor: str, profile: WritebackProfile = PROFILES[DEFAULT_PROFILE]) -> Consult:
+    """Turn a consultant's answer into our consult document and DocumentReference, and store its write-back.
+
+    The DocumentReference is shaped for the EHR's write-back profile now, so what is stored is what is sent.
+    """
     referral = repo.get(referral_id)
-    check_transition(referral.status, "in-progress")
+    if referral.status != "in-progress":  # a consultant who pressed "start" is already in-progress
+        check_transition(referral.status, "in-progress")
     if repo.find_consult(referral_id) is not None:
         raise Conflict(f"referral {referral_id} already has a consult")
-    source = parse_fhir_consult(body, content_type)
     now = datetime.now(UTC)
     consult_id = str(uuid.uuid4())
-    document = build_consult_bundle(source, consult_context(referral), now=now, new_id=random_ids())
-    problems = check_document_bundle(document)
-    if problems:
-        raise MappingError(f"the consult does not make a valid FHIR document: {problems[0]}")
+    packet = Bundle.model_validate_json(referral.packet_json)
+    document = consults.build_consult_document(body, content_type, consult_context(referral, packet), packet,
+                                               now=now, new_id=random_ids()).bundle  # FHIR JSON/XML or C-CDA
     document_json = to_json(document).encode("utf-8")
     docref = build_document_reference(
         document, document_json, patient_ref=f"Patient/{referral.patient_id}",
         service_request_ref=referral.ehr_service_request,
         identifier=Identifier(system=systems.URN_IETF_RFC_3986, value=f"urn:uuid:{consult_id}"),
         now=now, xhtml=render_consult_xhtml(document))
+    docref = shape_document_reference(docref, profile, now=now)
     consult = Consult(id=consult_id, referral_id=referral_id, received_at=now, content_type=content_type or "",
                       source=body.decode("utf-8", errors="replace"), document_json=document_json.decode("utf-8"),
                       document_reference_json=to_json(docref), status="pending", last_error=None, attempts=0)
-    stored = repo.add_consult(consult, WRITEBACK_STEPS, actor=actor)
+    stored = repo.add_consult(consult, list(profile.consult_steps), actor=actor, profile=profile.name)
     log.info("consult %s received for referral %s (%d entries)", consult_id, referral_id, len(document.entry or []))
     return stored
 
@@ -133,20 +144,25 @@ def receive_consult(repo: ReferralRepository, referral_id: str, body: bytes, con
 def referral_json(referral: Referral, consult: Consult | None, *, base: str = "") -> dict:
     """The referral as the REST API shows it."""
     body: dict = {
-        "id": referral.id, "status": referral.status, "patient": f"Patient/{referral.patient_id}",
+        "id": referral.id, "status": referral.status, "status_reason": referral.status_reason,
+        "patient": f"Patient/{referral.patient_id}",
         "ehr": referral.ehr_base_url, "question": referral.question,
         "patient_questions": referral.patient_questions,
         "created": iso(referral.created_at), "updated": iso(referral.updated_at), "sent": iso(referral.sent_at),
         "packet": {"identifier": referral.packet_identifier, "url": f"{base}/api/referrals/{referral.id}/packet",
                    "counts": referral.counts, "frozen": referral.sent_at is not None},
-        "excluded": referral.excluded, "warnings": referral.warnings,
+        "since": referral.since, "excluded": referral.excluded, "readiness": referral.readiness,
+        "warnings": referral.warnings,
         "service_request": referral.ehr_service_request, "task": referral.ehr_task,
     }
     if consult is not None:
         body["consult"] = {"id": consult.id, "received": iso(consult.received_at), "status": consult.status,
-                           "url": f"{base}/api/referrals/{referral.id}/consult"}
+                           "content_type": consult.content_type, "url": f"{base}/api/referrals/{referral.id}/consult"}
+        body["concordance"] = consults.concordance_of(consult.document_json, referral.packet_json)
         body["writeback"] = {
-            "status": consult.status, "attempts": consult.attempts, "last_error": consult.last_error,
+            "status": consult.status, "profile": consult.profile, "attempts": consult.attempts,
+            "last_error": consult.last_error, "last_attempt": iso(consult.last_attempt_at),
+            "next_attempt": iso(consult.next_attempt_at),
             "steps": [{"step": s.step, "status": s.status, "location": s.location, "done": iso(s.done_at)}
                       for s in consult.steps],
             **{s.step: s.location for s in consult.steps if s.location},

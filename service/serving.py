@@ -24,14 +24,12 @@ class ServiceServer:
         return self
 
     def stop(self) -> None:
-        from service.writeback import EXTENSION
+        from service.queue import stop_consumer
 
         self._server.close()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        runner = self.app.extensions.get(EXTENSION)
-        if runner is not None:
-            runner.stop()
+        stop_consumer(self.app)  # the in-process write-back consumer, if one was started
 
     def __enter__(self) -> "ServiceServer":
         return self.start()

@@ -10,8 +10,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from service import create_app
+from service.queue import start_consumer, stop_consumer
 from service.store.repository import get_repository
-from service.writeback import EXTENSION as WRITEBACK
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus"
@@ -30,20 +30,26 @@ def ehr() -> Iterator["SandboxServer"]:  # noqa: F821
 
 @pytest.fixture
 def make_app(tmp_path: Path, ehr) -> Iterator[Callable[..., Flask]]:  # noqa: ANN001
-    """A factory of apps pointed at the sandbox (or another EHR), each with its own SQLite file."""
+    """A factory of apps pointed at the sandbox (or another EHR), each with its own SQLite file and queue.
+
+    Each app runs the real write-back consumer in-process (worker=False for the web side alone).
+    """
     apps: list[Flask] = []
 
-    def factory(**overrides: object) -> Flask:
-        config = {"TESTING": True, "FHIR_BASE_URL": ehr.base_url, "WRITEBACK": "thread",
-                  "WRITEBACK_BASE_DELAY_S": 0.05, "FHIR_BACKOFF": 0.05,
+    def factory(*, worker: bool = True, **overrides: object) -> Flask:
+        config = {"TESTING": True, "FHIR_BASE_URL": ehr.base_url, "FHIR_BACKOFF": 0.05,
+                  "WRITEBACK_BASE_DELAY_S": 0.05, "WRITEBACK_MAX_DELAY_S": 1.0, "WRITEBACK_LEASE_S": 5.0,
+                  "WRITEBACK_SWEEP_S": 1.0, "QUEUE_POLL_S": 0.05,
                   "DATABASE_URL": f"sqlite:///{tmp_path / f'db{len(apps)}.sqlite3'}", **overrides}
         app = create_app(config)
         apps.append(app)
+        if worker:
+            start_consumer(app)
         return app
 
     yield factory
     for app in apps:
-        app.extensions[WRITEBACK].stop()
+        stop_consumer(app)
         get_repository(app).engine.dispose()
 
 

@@ -74,3 +74,43 @@ def _wait_up(url: str, timeout_s: float = 30.0) -> None:
             pass
         assert time.monotonic() < deadline, f"{url} did not come up"
         time.sleep(0.1)
+
+
+def test_check_reports_what_the_server_offers_and_exits_0(tmp_path: Path, ehr) -> None:  # noqa: ANN001
+    result = subprocess.run([*CLI, "check", "--fhir", ehr.base_url], cwd=tmp_path, env=clean_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "FHIR version:  4.0.1" in result.stdout
+    assert "medications:   from MedicationStatement and MedicationRequest" in result.stdout
+    assert "the service can work with this server" in result.stdout
+
+
+def test_check_of_an_unreachable_server_exits_non_zero_with_the_reason(tmp_path: Path) -> None:
+    from tests.conftest import closed_port_url
+
+    result = subprocess.run([*CLI, "check", "--fhir", closed_port_url()], cwd=tmp_path, env=clean_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "/metadata could not be read" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_packet_command_writes_a_valid_document(tmp_path: Path, ehr) -> None:  # noqa: ANN001
+    from fhir.resources.R4B.bundle import Bundle
+
+    from mappers.validation import check_document_bundle
+
+    out = tmp_path / "packet.json"
+    result = subprocess.run([*CLI, "packet", "--fhir", ehr.base_url, "--patient", "so-ms-patient", "-o", str(out)],
+                            cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert check_document_bundle(Bundle.model_validate_json(out.read_text("utf-8"))) == []
+    assert "fetched Condition page 1/1" in result.stderr  # plain progress lines off a terminal
+    assert "readiness: missing: No current treatment plan" in result.stderr
+
+
+def test_packet_command_for_an_unknown_patient_exits_1(tmp_path: Path, ehr) -> None:  # noqa: ANN001
+    result = subprocess.run([*CLI, "packet", "--fhir", ehr.base_url, "--patient", "nobody"], cwd=tmp_path,
+                            env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "Patient/nobody" in result.stderr and "Traceback" not in result.stderr

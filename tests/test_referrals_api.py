@@ -99,7 +99,7 @@ def test_excluded_items_are_left_out_and_listed(client, ehr) -> None:  # noqa: A
     condition = next(c for c in ehr.store.all("Condition") if c["subject"]["reference"] == f"Patient/{patient}")
     key = f"Condition/{condition['id']}"
     body = create(client, patient, exclude=[key]).get_json()
-    assert body["excluded"] == [key]
+    assert body["excluded"] == [{"reference": key, "reason": "left out by the clinician"}]
     packet = client.get(f"/api/referrals/{body['id']}/packet").get_json()
     assert condition["id"] not in {e["resource"].get("id") for e in packet["entry"]
                                    if e["resource"]["resourceType"] == "Condition"}

@@ -1,13 +1,14 @@
-"""REST API for referrals: create, read, packet, send, consult."""
+"""REST API for referrals: create, read, packet, send, consult, lifecycle actions, write-back retry, audit."""
 
 from flask import Blueprint, current_app, request, url_for
 
-from service import referrals, writeback
-from service.api.responses import fhir_response, json_response
+from service import queue, referrals, writeback
+from service.api.responses import fhir_format, fhir_response, json_response
 from service.ehr.connection import get_client
 from service.errors import NotFound
 from service.intake import parse_json_body, parse_referral_input
-from service.store.repository import get_repository
+from service.lifecycle import ACTIONS, action_reason
+from service.store.repository import AuditEvent, get_repository, utcnow
 
 bp = Blueprint("referrals", __name__, url_prefix="/api/referrals")
 
@@ -40,8 +41,11 @@ def get_referral(referral_id: str):
 
 @bp.get("/<referral_id>/packet")
 def get_packet(referral_id: str):
-    """The referral packet: a FHIR document Bundle."""
-    return fhir_response(get_repository().get(referral_id).packet_json)
+    """The referral packet: a FHIR document Bundle (FHIR JSON, or XML on request)."""
+    fmt = fhir_format()  # 406 before anything is read
+    referral = get_repository().get(referral_id)
+    _audit_read(referral_id, "packet.read", f"Bundle?identifier={referral.packet_identifier}")
+    return fhir_response(referral.packet_json, fmt=fmt)
 
 
 @bp.post("/<referral_id>/send")
@@ -54,20 +58,23 @@ def send_referral(referral_id: str):
 @bp.post("/<referral_id>/consult")
 def receive_consult(referral_id: str):
     """Accept the consultant's answer; it is stored, then written back to the EHR."""
-    consult = referrals.receive_consult(get_repository(), referral_id, request.get_data(),
-                                        request.headers.get("Content-Type"), actor=_actor())
-    writeback.enqueue(current_app._get_current_object(), consult.id)
+    app = current_app._get_current_object()
+    referrals.receive_consult(get_repository(), referral_id, request.get_data(), request.headers.get("Content-Type"),
+                              actor=_actor(), profile=writeback.profile_for(app))
+    queue.enqueue_writeback(app, referral_id)  # the outbox rows are committed: durable even if this enqueue fails
     location = url_for("referrals.get_referral", referral_id=referral_id, _external=True)
     return json_response(_referral_body(referral_id), 202, {"Location": location})
 
 
 @bp.get("/<referral_id>/consult")
 def get_consult(referral_id: str):
-    """The consult document as we built it (a FHIR document Bundle)."""
+    """The consult document as we built it (a FHIR document Bundle; FHIR JSON, or XML on request)."""
+    fmt = fhir_format()
     consult = get_repository().find_consult(referral_id)
     if consult is None:
         raise NotFound(f"referral {referral_id} has no consult yet")
-    return fhir_response(consult.document_json)
+    _audit_read(referral_id, "consult.read", f"consult/{consult.id}")
+    return fhir_response(consult.document_json, fmt=fmt)
 
 
 @bp.get("/<referral_id>/history")
@@ -76,3 +83,36 @@ def get_history(referral_id: str):
     history = get_repository().history(referral_id)
     return json_response([{"from": t.from_status, "to": t.to_status, "actor": t.actor, "reason": t.reason,
                            "at": referrals.iso(t.at)} for t in history])
+
+
+# -- lifecycle, write-back retry and audit (issue 6) ---------------------------------------------------------
+@bp.post("/<referral_id>/<any(accept, reject, start, cancel):action>")
+def change_status(referral_id: str, action: str):
+    """Accept, reject (reason required), start or cancel (reason required) a referral; 409 if not allowed now."""
+    reason = action_reason(action, parse_json_body(request.get_data()) if request.get_data() else None)
+    app = current_app._get_current_object()
+    profile = writeback.profile_for(app)
+    get_repository().transition(referral_id, ACTIONS[action].target, actor=_actor(), reason=reason,
+                                mirror_profile=profile.name if profile.task_writes else None)
+    queue.enqueue_writeback(app, referral_id)  # the EHR's Task follows (where the profile writes Tasks)
+    return json_response(_referral_body(referral_id))
+
+
+@bp.post("/<referral_id>/retry")
+def retry_writeback(referral_id: str):
+    """Resume a failed write-back (failed → in-progress, with a fresh retry budget)."""
+    queue.resume_writeback(current_app._get_current_object(), referral_id, actor=_actor())
+    return json_response(_referral_body(referral_id), 202)
+
+
+@bp.get("/<referral_id>/audit")
+def get_audit(referral_id: str):
+    """Who read the packet or consult, and every write to the EHR for this referral (ids and statuses only)."""
+    return json_response([{"at": referrals.iso(e.at), "actor": e.actor, "action": e.action, "resource": e.resource,
+                           "method": e.method, "status": e.http_status, "detail": e.detail}
+                          for e in get_repository().audit(referral_id)])
+
+
+def _audit_read(referral_id: str, action: str, resource: str) -> None:
+    get_repository().record_audit(AuditEvent(at=utcnow(), actor=_actor(), action=action, referral_id=referral_id,
+                                             resource=resource, method="GET", http_status=200, detail=None))

@@ -1,16 +1,67 @@
-"""Building API responses: FHIR resources as application/fhir+json, plain JSON for our own objects."""
+"""Building API responses: FHIR resources as FHIR JSON or FHIR XML (content negotiation), plain JSON otherwise.
+
+Negotiation follows FHIR R4 http.html#mime-type: `_format` (json, xml, or a FHIR/JSON/XML media type) overrides
+the Accept header; Accept is matched against application/fhir+json, application/json, application/fhir+xml,
+application/xml and text/xml (a missing Accept, or */*, means JSON). A format we do not serve is 406 Not
+Acceptable, as an OperationOutcome (errors stay FHIR JSON, as every error does).
+"""
 
 import json
 
-from flask import Response
+from flask import Response, request
+from fhir.resources.R4B import get_fhir_model_class
+
+from mappers.fhirxml import dump_fhir_xml
+from service.errors import ServiceError
 
 FHIR_JSON = "application/fhir+json"
+FHIR_XML = "application/fhir+xml"
+_FORMAT_PARAMETER = {"json": "json", "application/json": "json", FHIR_JSON: "json",
+                     "xml": "xml", "text/xml": "xml", "application/xml": "xml", FHIR_XML: "xml"}
+_ACCEPTED = {FHIR_JSON: "json", "application/json": "json", FHIR_XML: "xml", "application/xml": "xml",
+             "text/xml": "xml"}
 
 
-def fhir_response(resource_json: str | dict, status: int = 200, headers: dict | None = None) -> Response:
-    """A FHIR resource response (JSON)."""
-    body = resource_json if isinstance(resource_json, str) else json.dumps(resource_json)
-    return Response(body, status=status, content_type=f"{FHIR_JSON}; charset=utf-8", headers=headers)
+class NotAcceptable(ServiceError):
+    """The caller asked for a representation we do not produce."""
+
+    status = 406
+    issue_code = "not-supported"
+
+
+def fhir_format() -> str:
+    """The representation the current request asks for: "json" or "xml" (NotAcceptable otherwise)."""
+    if "_format" in request.args:
+        asked = request.args.get("_format", "").strip().lower().replace(" ", "+")  # '+' arrives as a space
+        asked = asked.split(";")[0].strip()
+        if asked not in _FORMAT_PARAMETER:
+            raise NotAcceptable(f"_format={asked[:60]} is not served; use json or xml "
+                                f"(or {FHIR_JSON}, {FHIR_XML})")
+        return _FORMAT_PARAMETER[asked]
+    accept = request.accept_mimetypes
+    if not accept:
+        return "json"
+    best = accept.best_match(list(_ACCEPTED))
+    if best is None:
+        raise NotAcceptable(f"none of the accepted media types is served; this resource is available as "
+                            f"{FHIR_JSON} or {FHIR_XML}")
+    return _ACCEPTED[best]
+
+
+def fhir_response(resource_json: str | dict, status: int = 200, headers: dict | None = None, *,
+                  fmt: str | None = None) -> Response:
+    """A FHIR resource response, as FHIR JSON or FHIR XML (fmt, else negotiated from the request)."""
+    fmt = fmt or fhir_format()
+    if fmt == "xml":
+        data = json.loads(resource_json) if isinstance(resource_json, str) else resource_json
+        model = get_fhir_model_class(data["resourceType"]).model_validate(data)
+        resp = Response(dump_fhir_xml(model), status=status, content_type=f"{FHIR_XML}; charset=utf-8",
+                        headers=headers)
+    else:
+        body = resource_json if isinstance(resource_json, str) else json.dumps(resource_json)
+        resp = Response(body, status=status, content_type=f"{FHIR_JSON}; charset=utf-8", headers=headers)
+    resp.vary.add("Accept")
+    return resp
 
 
 def json_response(data: object, status: int = 200, headers: dict | None = None) -> Response:

@@ -5,6 +5,8 @@ import logging
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -284,6 +286,7 @@ def raise_for_status(resp: requests.Response, method: str, url: str) -> None:
         return
     upstream = _outcome_or_none(resp)
     where = f"{method} {_path(url)}"
+    retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
     if status in (404, 410):
         raise NotFound(f"the EHR has no {_path(url)} ({status})", upstream=upstream, upstream_status=status)
     if status in (401, 403):
@@ -293,8 +296,26 @@ def raise_for_status(resp: requests.Response, method: str, url: str) -> None:
     if status in (409, 412):
         raise Conflict(f"the EHR reported a conflict for {where} ({status})", upstream=upstream, upstream_status=status)
     if status == 504:
-        raise UpstreamTimeout(f"the EHR timed out on {where} (504)", upstream=upstream, upstream_status=status)
-    raise UpstreamError(f"the EHR answered {status} to {where}", upstream=upstream, upstream_status=status)
+        raise UpstreamTimeout(f"the EHR timed out on {where} (504)", upstream=upstream, upstream_status=status,
+                              retry_after=retry_after)
+    raise UpstreamError(f"the EHR answered {status} to {where}", upstream=upstream, upstream_status=status,
+                        retry_after=retry_after)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A Retry-After header (delta-seconds or an HTTP date) as seconds from now; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
 
 
 def _write_result(resp: requests.Response) -> WriteResult:

@@ -19,13 +19,17 @@ def init_app(app: Flask) -> None:
                                               backoff=float(app.config["FHIR_BACKOFF"]))
 
 
-def get_client(app: Flask | None = None) -> FhirClient:
-    """The client for the configured EHR."""
+def get_client(app: Flask | None = None, *, base_url: str | None = None) -> FhirClient:
+    """The client for the EHR of this request: a launched session's EHR with its tokens, else the configured one
+    (or ``base_url``'s tenant) with the service's own credentials (none, static bearer, backend services)."""
+    from service.auth import client_auth
+    from service.auth.http import session_with_auth
+
     app = app or current_app
-    base_url = app.config.get("FHIR_BASE_URL")
-    if not base_url:
+    target = client_auth(app, base_url)
+    if target is None:
         raise EhrNotConfigured("no EHR is configured: set SECOND_OPINION_FHIR_BASE_URL")
-    token = app.config.get("FHIR_TOKEN")
-    return FhirClient(base_url, app.extensions[EXTENSION], timeout=float(app.config["FHIR_TIMEOUT"]),
-                      max_pages=int(app.config["FHIR_MAX_PAGES"]),
-                      auth_header=f"Bearer {token}" if token else None)
+    shared = app.extensions[EXTENSION]
+    session = shared if target.auth is None else session_with_auth(shared, target.auth)
+    return FhirClient(target.base_url, session, timeout=float(app.config["FHIR_TIMEOUT"]),
+                      max_pages=int(app.config["FHIR_MAX_PAGES"]))

@@ -29,8 +29,10 @@ from service.errors import NotFound, ServiceError, UpstreamError
 log = logging.getLogger(__name__)
 
 MAX_CONCURRENCY = 4  # per fetch; the client also caps requests in flight per server
-REFERENCED_TYPES = ("Practitioner", "PractitionerRole", "Organization", "Encounter", "Medication",
-                    "Location", "Specimen", "Observation")
+# Encounters are not resolved one by one (a long history has hundreds); hospital stays come from their own search.
+REFERENCED_TYPES = ("Practitioner", "PractitionerRole", "Organization", "Medication", "Location", "Specimen",
+                    "Observation")
+HOSPITAL_STAY_CLASSES = "IMP,ACUTE,NONAC"  # v3 ActCode inpatient classes (readiness: discharge summaries)
 OFFSET_PARAMS = ("_getpagesoffset", "_offset", "offset", "__offset")
 MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
 # Report documents a consultant needs (DESIGN.md "What we pull").
@@ -78,9 +80,12 @@ def plan_searches(patient_id: str, capability: CapabilityStatement) -> list[Plan
         ("MedicationRequest", {"intent": "order,plan", "_include": "MedicationRequest:medication"}),
         ("AllergyIntolerance", {}), ("CarePlan", {}),
         ("DocumentReference", {"type": ",".join(f"{systems.LOINC}|{c}" for c in REPORT_TYPES)}),
+        ("Encounter", {"class": HOSPITAL_STAY_CLASSES}),
     ]:
         if resources and resource_type not in resources:
             continue
+        if resource_type == "Encounter" and not _lists_param(resources.get(resource_type), "class"):
+            continue  # without a class filter this would read every visit
         plan.append(PlannedSearch(resource_type, {"patient": patient_id,
                                                   **_supported(resources.get(resource_type), extra)}))
     return plan
@@ -100,6 +105,10 @@ def _supported(resource: object, params: dict[str, str]) -> dict[str, str]:
         elif not names or name in names:
             kept[name] = value
     return kept
+
+
+def _lists_param(resource: object, name: str) -> bool:
+    return resource is not None and any(p.name == name for p in resource.searchParam or [])
 
 
 def supported_types(capability: CapabilityStatement) -> set[str]:

@@ -27,7 +27,7 @@ SYNTHEA = sorted((Path(__file__).resolve().parents[3] / "shared" / "corpus" / "f
 SYNTHEA_IDS = [p.stem.split("_")[1] for p in SYNTHEA]
 CLINICAL_TYPES = ("Condition", "Procedure", "DiagnosticReport", "Observation", "MedicationRequest",
                   "MedicationStatement", "AllergyIntolerance", "CarePlan", "DocumentReference")
-SECTION_ORDER = ["42349-1", "11450-4", "47519-4", "30954-2", "10160-0", "48765-2", "18776-5", "77599-9"]
+SECTION_ORDER = ["42349-1", "11450-4", "47519-4", "30954-2", "10160-0", "48765-2", "18776-5", "77599-9", "48767-8"]
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 EHR = "https://ehr.example.org/fhir"
 
@@ -117,6 +117,7 @@ def test_sections_come_in_order_and_count_their_entries(path: Path, synthea_reco
         "48765-2": len(record.of_type("AllergyIntolerance")),
         "18776-5": len(record.of_type("CarePlan")),
         "77599-9": len(record.of_type("DocumentReference")),
+        "48767-8": 0,  # readiness: narrative only
     }
     for section in sections:
         assert len(section.entry or []) == packet.counts[section.code.coding[0].code]

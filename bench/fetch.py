@@ -1,0 +1,179 @@
+"""Benchmark: how fast the service pulls a big record into a packet, against the physical floor.
+
+Run as `python bench/fetch.py` (no network beyond 127.0.0.1). Against the sandbox with 50 ms latency and
+20-entry pages it loads the largest corpus Synthea patient and prints, last, one JSON line:
+  wall_s        POST /api/referrals through the running service, request to packet stored
+  floor_s       (1 + ceil(P / C)) * latency: P = pages the one-search-per-type plan needs, C = 4, +1 for /metadata
+  sequential_s  the same searches one page at a time, as a simple client does
+  requests, resources, model_resources_per_s, and peak RSS for a generated 20,000-resource patient.
+"""
+
+import argparse
+import json
+import math
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fhir.resources.R4B import get_fhir_model_class  # noqa: E402
+
+from fixtures.sandbox import SandboxServer  # noqa: E402
+from service import create_app  # noqa: E402
+from service.ehr.client import FhirClient, build_session, forget_capabilities  # noqa: E402
+from service.ehr.fetch import MAX_CONCURRENCY, plan_searches  # noqa: E402
+from service.serving import ServiceServer  # noqa: E402
+
+CORPUS = ROOT.parent / "shared" / "corpus" / "fhir-patients"
+FHIR_JSON = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
+
+
+def largest_patient() -> Path:
+    return max(CORPUS.glob("*.json"), key=lambda p: len(json.loads(p.read_bytes())["entry"]))
+
+
+def load(ehr: SandboxServer, bundle: bytes) -> str:
+    resp = requests.post(ehr.base_url, data=bundle, headers=FHIR_JSON, timeout=600)
+    resp.raise_for_status()
+    location = next(e["response"]["location"] for e in resp.json()["entry"]
+                    if e["response"]["location"].startswith("Patient/"))
+    return location.split("/")[1]
+
+
+def plan_pages(ehr: SandboxServer, patient_id: str, page_size: int) -> int:
+    """P: the fewest pages the one-search-per-type plan needs (an empty result is still one page)."""
+    client = FhirClient(ehr.base_url, build_session())
+    pages = 0
+    for search in plan_searches(patient_id, client.capabilities()):
+        params = {k: v for k, v in search.params.items() if k != "_include"}
+        total = requests.get(f"{ehr.base_url}/{search.resource_type}", params={**params, "_summary": "count"},
+                             headers=FHIR_JSON, timeout=60).json()["total"]
+        pages += max(1, math.ceil(total / page_size))
+    return pages
+
+
+def sequential_seconds(ehr: SandboxServer, patient_id: str) -> float:
+    """The same searches (and /metadata and the Patient read) one page at a time."""
+    forget_capabilities()
+    client = FhirClient(ehr.base_url, build_session())
+    start = time.perf_counter()
+    searches = plan_searches(patient_id, client.capabilities())
+    client.read("Patient", patient_id)
+    for search in searches:
+        client.search_all(search.resource_type, search.params)
+    return time.perf_counter() - start
+
+
+def wall_seconds(ehr: SandboxServer, patient_id: str, tmp: Path) -> tuple[float, int, dict]:
+    """POST /api/referrals through the running service; the sandbox counts the requests it received."""
+    forget_capabilities()
+    app = create_app({"FHIR_BASE_URL": ehr.base_url, "DATABASE_URL": f"sqlite:///{tmp / 'bench.sqlite3'}",
+                      "LOG_LEVEL": "WARNING"})
+    with ServiceServer(app) as service:
+        requests.delete(f"{ehr.root_url}/_sandbox/requests", timeout=5)
+        start = time.perf_counter()
+        resp = requests.post(f"{service.url}/api/referrals", json={"patient": patient_id, "question": "Benchmark"},
+                             timeout=600)
+        wall = time.perf_counter() - start
+        resp.raise_for_status()
+        packet = requests.get(f"{service.url}/api/referrals/{resp.json()['id']}/packet", timeout=60).json()
+        count = len(requests.get(f"{ehr.root_url}/_sandbox/requests", timeout=5).json())
+    return wall, count, packet
+
+
+def model_rate(packet: dict) -> float:
+    """R4B models validated per second, over the packet's resources."""
+    resources = [e["resource"] for e in packet["entry"]]
+    start = time.perf_counter()
+    for data in resources:
+        get_fhir_model_class(data["resourceType"]).model_validate(data)
+    return len(resources) / (time.perf_counter() - start)
+
+
+def generated_patient(n: int) -> bytes:
+    """A synthetic transaction of about n resources: conditions, procedures, reports with results, medications."""
+    patient = "urn:uuid:00000000-0000-4000-8000-000000000000"
+    entries = [{"fullUrl": patient, "resource": {"resourceType": "Patient", "gender": "unknown"},
+                "request": {"method": "POST", "url": "Patient"}}]
+    subject = {"reference": patient}
+    i = 0
+
+    def add(resource: dict) -> str:
+        nonlocal i
+        i += 1
+        url = f"urn:uuid:00000000-0000-4000-8000-{i:012d}"
+        entries.append({"fullUrl": url, "resource": resource, "request": {"method": "POST", "url": resource["resourceType"]}})
+        return url
+
+    lab = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}
+    while len(entries) < n:
+        add({"resourceType": "Condition", "subject": subject, "code": {"text": f"Condition {i}"},
+             "recordedDate": "2024-01-01"})
+        add({"resourceType": "Procedure", "status": "completed", "subject": subject, "code": {"text": f"Procedure {i}"},
+             "performedDateTime": "2024-02-01"})
+        results = [add({"resourceType": "Observation", "status": "final", "category": [lab], "subject": subject,
+                        "code": {"text": f"Analyte {k}"}, "effectiveDateTime": "2024-03-01",
+                        "valueQuantity": {"value": 4.2, "unit": "mmol/L", "system": "http://unitsofmeasure.org",
+                                          "code": "mmol/L"}}) for k in range(4)]
+        add({"resourceType": "DiagnosticReport", "status": "final", "subject": subject, "code": {"text": "Panel"},
+             "effectiveDateTime": "2024-03-01", "result": [{"reference": r} for r in results]})
+        add({"resourceType": "MedicationRequest", "status": "active", "intent": "order", "subject": subject,
+             "medicationCodeableConcept": {"text": f"Drug {i}"}, "dosageInstruction": [{"text": "1 tablet daily"}]})
+    return json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": entries}).encode()
+
+
+def rss_child(resources: int) -> None:
+    """In a child process: build a packet for a generated patient and print peak RSS (MB)."""
+    with SandboxServer(load_fixtures=False, page_size=1000, max_page_size=1000) as ehr, \
+            tempfile.TemporaryDirectory() as tmp:
+        patient_id = load(ehr, generated_patient(resources))
+        baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        wall, _, packet = wall_seconds(ehr, patient_id, Path(tmp))
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"resources": len(packet["entry"]), "peak_rss_mb": round(peak, 1),
+                      "rss_before_mb": round(baseline, 1), "wall_s": round(wall, 2)}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--latency-ms", type=int, default=50)
+    parser.add_argument("--page-size", type=int, default=20)
+    parser.add_argument("--rss-resources", type=int, default=20_000)
+    parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rss_child:
+        rss_child(args.rss_resources)
+        return
+    path = largest_patient()
+    with SandboxServer(load_fixtures=False, latency_ms=args.latency_ms, page_size=args.page_size,
+                       max_page_size=args.page_size) as ehr, tempfile.TemporaryDirectory() as tmp:
+        patient_id = load(ehr, path.read_bytes())
+        pages = plan_pages(ehr, patient_id, args.page_size)
+        floor = (1 + math.ceil(pages / MAX_CONCURRENCY)) * args.latency_ms / 1000
+        wall, count, packet = wall_seconds(ehr, patient_id, Path(tmp))
+        sequential = sequential_seconds(ehr, patient_id)
+    rate = model_rate(packet)
+    print(f"patient: {path.name.split('_')[1]} ({len(packet['entry'])} packet entries), plan pages P={pages}, "
+          f"C={MAX_CONCURRENCY}, latency {args.latency_ms} ms, page size {args.page_size}")
+    print(f"wall {wall:.3f} s = {wall / floor:.2f} x floor {floor:.3f} s; sequential {sequential:.3f} s = "
+          f"{sequential / wall:.2f} x wall; {count} requests")
+    child = subprocess.run([sys.executable, __file__, "--rss-child", "--rss-resources", str(args.rss_resources)],
+                           capture_output=True, text=True, check=True)
+    rss = json.loads(child.stdout.strip().splitlines()[-1])
+    print(f"generated patient: {rss['resources']} resources in the packet, peak RSS {rss['peak_rss_mb']} MB "
+          f"(before the fetch {rss['rss_before_mb']} MB), wall {rss['wall_s']} s")
+    print(json.dumps({"wall_s": round(wall, 3), "floor_s": round(floor, 3), "sequential_s": round(sequential, 3),
+                      "requests": count, "resources": len(packet["entry"]),
+                      "model_resources_per_s": round(rate), "rss_resources": rss["resources"],
+                      "peak_rss_mb": rss["peak_rss_mb"]}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""SMART launch routes: /launch, /launch/standalone, /callback, /.well-known/jwks.json and the patient page."""
+
+import json
+import logging
+
+from flask import Blueprint, Response, redirect, render_template_string, request, url_for
+
+from service.auth import get_auth
+from service.auth.flows import finish_launch, start_launch
+from service.auth.isolation import patient_independent
+from service.auth.sessions import current_launch
+from service.ehr.connection import get_client
+from service.errors import ServiceError, Unauthorized
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("launch", __name__)
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
+<meta name="referrer" content="no-referrer"></head>
+<body>
+{% if error %}<h1>{{ title }}</h1><p role="alert">{{ error }}</p>
+{% else %}
+{% if banner %}<header aria-label="patient banner"><h1>{{ name }}</h1>
+<p>{{ gender }} · born {{ birth_date }} · Patient/{{ patient_id }}</p></header>{% endif %}
+<main><h2>Second opinion</h2>
+<p>Launched from {{ iss }}{% if encounter %} in Encounter/{{ encounter }}{% endif %}{% if user %} by {{ user }}{% endif %}.</p>
+<p data-patient="{{ patient_id }}">Referrals for this patient: <code>POST /api/referrals</code> with
+<code>{"patient": "{{ patient_id }}", "question": "..."}</code>.</p></main>
+{% endif %}
+</body></html>"""
+
+
+def _page(status: int, **context: object) -> Response:
+    body = render_template_string(PAGE, **{"error": None, "title": "Second opinion", **context})
+    return Response(body, status=status, content_type="text/html; charset=utf-8", headers=NO_STORE)
+
+
+@bp.errorhandler(ServiceError)
+def _error_page(exc: ServiceError) -> Response:
+    """Browser routes answer errors with a readable page, never a 500 and never a token or code."""
+    log.warning("launch: %s %s", exc.status, exc.diagnostics)
+    return _page(exc.status, title="The app could not start", error=exc.diagnostics)
+
+
+@bp.get("/launch")
+@patient_independent
+def launch() -> Response:
+    """EHR launch: ``?iss=<FHIR base>&launch=<opaque>`` → the EHR's authorization endpoint."""
+    url = start_launch(get_auth(), request.args.get("iss"), request.args.get("launch"), standalone=False)
+    return redirect(url, code=302, Response=Response)
+
+
+@bp.get("/launch/standalone")
+@patient_independent
+def launch_standalone() -> Response:
+    """Standalone launch: ``?iss=<FHIR base>`` → the EHR's authorization endpoint (launch/patient)."""
+    url = start_launch(get_auth(), request.args.get("iss"), None, standalone=True)
+    return redirect(url, code=302, Response=Response)
+
+
+@bp.get("/callback")
+@patient_independent
+def callback() -> Response:
+    """The authorization server's redirect: check state, exchange the code, land on the patient's page."""
+    finish_launch(get_auth(), request.args.to_dict())
+    resp = redirect(url_for("launch.patient_page"), code=303, Response=Response)
+    resp.headers.update(NO_STORE)
+    return resp
+
+
+@bp.get("/patient")
+@patient_independent
+def patient_page() -> Response:
+    """The launched patient's page (the real one comes with the clinician UI); needs a launched session."""
+    launch = current_launch(get_auth().store)
+    if launch is None:
+        raise Unauthorized("There is no launched session in this browser; open the app from the patient's chart "
+                           "in the EHR.")
+    launched = launch[1]
+    patient = get_client().read("Patient", launched.patient or "").model_dump(mode="json", exclude_none=True)
+    name = next(iter(patient.get("name") or []), {})
+    display = name.get("text") or " ".join([*name.get("given", []), name.get("family", "")]).strip()
+    return _page(200, title="Second opinion", banner=launched.need_patient_banner, name=display or "(no name)",
+                 gender=patient.get("gender", "unknown"), birth_date=patient.get("birthDate", "unknown"),
+                 patient_id=launched.patient, iss=launched.iss, encounter=launched.encounter,
+                 user=launched.fhir_user)
+
+
+@bp.get("/.well-known/jwks.json")
+@patient_independent
+def jwks() -> Response:
+    """Our public keys (backend-services client assertions); private keys are never served."""
+    return Response(json.dumps(get_auth().jwks()), content_type="application/json",
+                    headers={"Cache-Control": "public, max-age=3600"})

@@ -1,0 +1,155 @@
+"""Pulling a record like a production client: vendor profiles, status fallback, readiness, selection, faults."""
+
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from fixtures.sandbox import SandboxServer
+from tests.conftest import assert_outcome, fixture_questions
+
+PROSTATE = "so-prostate-patient"
+
+
+@pytest.fixture(scope="module")
+def vendor_ehrs() -> Iterator[dict[str, SandboxServer]]:
+    servers = {name: SandboxServer(profile=name).start() for name in ("epic", "cerner")}
+    yield servers
+    for server in servers.values():
+        server.stop()
+
+
+def packet_of(client, patient: str, **body: object) -> tuple[dict, dict]:  # noqa: ANN001
+    resp = client.post("/api/referrals", json={"patient": patient, "question": "Second opinion?", **body})
+    assert resp.status_code == 201, resp.get_data(as_text=True)[:500]
+    referral = resp.get_json()
+    return referral, client.get(f"/api/referrals/{referral['id']}/packet").get_json()
+
+
+def medications(packet: dict) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {"MedicationStatement": [], "MedicationRequest": []}
+    for entry in packet["entry"]:
+        if entry["resource"]["resourceType"] in out:
+            out[entry["resource"]["resourceType"]].append(entry["resource"])
+    return out
+
+
+def medications_section_text(packet: dict) -> str:
+    section = next(s for s in packet["entry"][0]["resource"]["section"] if s["code"]["coding"][0]["code"] == "10160-0")
+    return section["text"]["div"]
+
+
+@pytest.mark.parametrize("profile", ["epic", "cerner"])
+def test_vendor_profiles_give_medications_from_medication_request_with_doses(make_app, vendor_ehrs,
+                                                                            profile: str) -> None:  # noqa: ANN001
+    ehr = vendor_ehrs[profile]
+    requests.delete(f"{ehr.root_url}/_sandbox/requests", timeout=5)
+    _, packet = packet_of(make_app(FHIR_BASE_URL=ehr.base_url).test_client(), PROSTATE)
+    meds = medications(packet)
+    assert meds["MedicationStatement"] == []
+    expected = {r["id"] for r in ehr.store.all("MedicationRequest")
+                if r["subject"]["reference"] == f"Patient/{PROSTATE}" and r["intent"] in ("order", "plan")}
+    assert {m["id"] for m in meds["MedicationRequest"]} == expected and expected
+    assert all(m.get("dosageInstruction") for m in meds["MedicationRequest"])
+    assert " mg" in medications_section_text(packet)
+    log = requests.get(f"{ehr.root_url}/_sandbox/requests", timeout=5).json()
+    med_searches = [r for r in log if r["path"] == "/fhir/MedicationRequest"]
+    assert [r["status"] for r in med_searches[:1]] == [400]  # refused without a status ...
+    assert "status" in med_searches[1]["query"]  # ... and asked again naming every status
+    assert not any(r["path"] == "/fhir/MedicationStatement" for r in log)
+
+
+def test_epic_searchset_outcomes_become_warnings(make_app, vendor_ehrs) -> None:  # noqa: ANN001
+    referral, _ = packet_of(make_app(FHIR_BASE_URL=vendor_ehrs["epic"].base_url).test_client(), PROSTATE)
+    assert any("security settings" in w for w in referral["warnings"])
+
+
+def test_generic_profile_gives_both_statements_and_requests(client, ehr) -> None:  # noqa: ANN001
+    _, packet = packet_of(client, PROSTATE)
+    meds = medications(packet)
+    assert meds["MedicationStatement"] and meds["MedicationRequest"]
+
+
+EXPECTED_GAPS = {  # fixtures/patients/README.md, completeness matrix
+    "so-prostate-patient": set(),
+    "so-breast-patient": {("operative-note", "Procedure/so-breast-proc-lumpectomy"),
+                          ("operative-note", "Procedure/so-breast-proc-sentinel-node")},
+    "so-ms-patient": {("discharge-summary", "Encounter/so-ms-enc-inpatient"), ("care-plan", None)},
+    "so-cad-patient": {("pathology-report", "Condition/so-cad-cond-colon-cancer"),
+                       ("medication-dosage", "MedicationStatement/so-cad-nitroglycerin-statement"),
+                       ("medication-dosage", "MedicationRequest/so-cad-nitroglycerin-request")},
+}
+
+
+@pytest.mark.parametrize("patient", sorted(EXPECTED_GAPS))
+def test_readiness_flags_what_is_really_missing(client, patient: str) -> None:  # noqa: ANN001
+    referral, packet = packet_of(client, patient)
+    gaps = {(i["item"], i.get("about")) for i in referral["readiness"] if i["status"] != "ok"}
+    assert gaps == EXPECTED_GAPS[patient]
+    assert all(i["message"] for i in referral["readiness"])
+    readiness = next(s for s in packet["entry"][0]["resource"]["section"] if s["title"].startswith("Readiness"))
+    text = readiness["text"]["div"]
+    assert ("Missing" in text) == bool(EXPECTED_GAPS[patient])
+
+
+def test_since_leaves_out_old_history_but_keeps_what_is_active(client, ehr) -> None:  # noqa: ANN001
+    patient = "so-prostate-patient"
+    referral, packet = packet_of(client, patient, since="2026-01-01")
+    left_out = {e["reference"] for e in referral["excluded"]}
+    assert left_out and all(e["reason"] == "dated before 2026-01-01" for e in referral["excluded"])
+    kept = {f"{e['resource']['resourceType']}/{e['resource'].get('id')}" for e in packet["entry"]}
+    assert not left_out & kept
+    active = {f"Condition/{c['id']}" for c in ehr.store.all("Condition")
+              if c["subject"]["reference"] == f"Patient/{patient}"
+              and c["clinicalStatus"]["coding"][0]["code"] == "active"}
+    assert active and active <= kept
+    assert any(k.startswith("Condition/") for k in left_out)  # the resolved history
+
+
+def test_bad_since_is_400(client) -> None:  # noqa: ANN001
+    resp = client.post("/api/referrals", json={"patient": PROSTATE, "question": "q", "since": "last year"})
+    assert_outcome(resp, 400, "invalid")
+
+
+def test_injected_429s_and_503s_still_give_a_complete_packet(client, ehr) -> None:  # noqa: ANN001
+    _, clean = packet_of(client, PROSTATE)
+    faults = [{"status": 429, "count": 2, "retry_after": 1, "methods": ["GET"]},
+              {"status": 503, "count": 3, "methods": ["GET"]}]  # 5 faults < the 6 attempts a GET gets
+    for fault in faults:
+        assert requests.post(f"{ehr.root_url}/_sandbox/faults", json=fault, timeout=5).status_code == 201
+    try:
+        _, faulty = packet_of(client, PROSTATE)
+    finally:
+        requests.delete(f"{ehr.root_url}/_sandbox/faults", timeout=5)
+    ids = lambda p: sorted(f"{e['resource']['resourceType']}/{e['resource'].get('id')}" for e in p["entry"][1:]
+                           if e["resource"]["resourceType"] not in ("ServiceRequest",))  # noqa: E731
+    assert ids(faulty) == ids(clean)
+
+
+def test_outage_beyond_the_retry_budget_is_an_outcome_and_stores_nothing(make_app, ehr) -> None:  # noqa: ANN001
+    app = make_app(FHIR_MAX_RETRIES=2)
+    client = app.test_client()
+    requests.post(f"{ehr.root_url}/_sandbox/faults", json={"status": 503, "duration_s": 30, "methods": ["GET"]},
+                  timeout=5)
+    try:
+        assert_outcome(client.post("/api/referrals", json={"patient": PROSTATE, "question": "q"}), 502)
+    finally:
+        requests.delete(f"{ehr.root_url}/_sandbox/faults", timeout=5)
+    from service.store.repository import get_repository
+
+    with get_repository(app).engine.connect() as connection:
+        assert connection.exec_driver_sql("select count(*) from referrals").scalar() == 0
+
+
+def test_long_searches_are_paged_in_parallel_and_complete(make_app) -> None:  # noqa: ANN001
+    with SandboxServer(page_size=2, max_page_size=2) as small_pages:
+        client = make_app(FHIR_BASE_URL=small_pages.base_url).test_client()
+        requests.delete(f"{small_pages.root_url}/_sandbox/requests", timeout=5)
+        _, packet = packet_of(client, PROSTATE)
+        conditions = {c["id"] for c in small_pages.store.all("Condition")
+                      if c["subject"]["reference"] == f"Patient/{PROSTATE}"}
+        assert {e["resource"]["id"] for e in packet["entry"] if e["resource"]["resourceType"] == "Condition"} == conditions
+        log = requests.get(f"{small_pages.root_url}/_sandbox/requests", timeout=5).json()
+    pages = [r for r in log if r["path"] == "/fhir/Condition"]
+    assert len(pages) == -(-len(conditions) // 2)
+    assert len({tuple(sorted(r["query"].items())) for r in pages}) == len(pages)  # no page read twice
