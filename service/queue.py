@@ -7,7 +7,7 @@ sweeper re-enqueues every referral with due, unleased write-back work when a con
 
 import logging
 import threading
-import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 EXTENSION = "second_opinion.queue"
 QUEUE_NAME = "second-opinion"
+QUEUE_DDL_LOCK = 7_245_002  # PostgreSQL advisory lock held while huey's tables are created
 
 
 @dataclass
@@ -36,6 +37,7 @@ class WritebackQueue:
     task: TaskWrapper
     url: str
     consumer: "InProcessConsumer | None" = field(default=None)
+    _close_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def enqueue(self, referral_id: str, delay_s: float | None = None) -> None:
         """Ask a worker to run the referral's write-back (now, or after delay_s)."""
@@ -43,6 +45,11 @@ class WritebackQueue:
             self.task.schedule((referral_id,), delay=delay_s)
         else:
             self.task(referral_id)
+
+    def close(self) -> None:
+        """Close the storage connections this thread holds (huey's close is not safe to race)."""
+        with self._close_lock:
+            self.huey.storage.close()
 
 
 def build_huey(url: str) -> Huey:
@@ -54,10 +61,23 @@ def build_huey(url: str) -> Huey:
         return SqliteHuey(QUEUE_NAME, filename=filename, timeout=30, **options)
     if url.startswith(("postgresql", "postgres:")):
         dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-        return PostgresHuey(QUEUE_NAME, dsn=dsn, read_timeout=1, **options)
+        huey = PostgresHuey(QUEUE_NAME, dsn=dsn, read_timeout=1, create_tables=False, **options)
+        _create_postgres_queue_tables(huey, dsn)
+        return huey
     if url.startswith(("redis://", "rediss://", "unix://")):
         return RedisHuey(QUEUE_NAME, url=url, **options)
     raise ConfigurationError("QUEUE_URL must be sqlite:///<file>, postgresql+psycopg://… or redis://…")
+
+
+def _create_postgres_queue_tables(huey: Huey, dsn: str) -> None:
+    """huey's own tables, created by one process at a time (concurrent CREATE TABLE IF NOT EXISTS races)."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if conn.execute("SELECT to_regclass(%s)", (f"{huey.storage.table_task}",)).fetchone()[0] is not None:
+            return
+        conn.execute("SELECT pg_advisory_lock(%s)", (QUEUE_DDL_LOCK,))
+        huey.storage.initialize_schema()
 
 
 def default_queue_url(app: Flask) -> str:
@@ -79,14 +99,22 @@ def init_app(app: Flask) -> None:
         """Drive one referral's write-back; schedule the next attempt when one is due later."""
         try:
             again = writeback.drive_referral(app, referral_id)
-        except Exception:  # the task boundary: log (no PHI: type and ids only), retry later, keep the worker alive
-            log.exception("referral %s: write-back run failed unexpectedly; retrying later", referral_id)
-            again = float(app.config["WRITEBACK_BASE_DELAY_S"]) * 5
+        except Exception as exc:  # the task boundary: retry later, keep the worker alive
+            # The type and where it happened, not the message: a validation message can quote patient data.
+            log.error("referral %s: write-back run failed unexpectedly (%s); retrying later\n%s", referral_id,
+                      type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)))
+            again = float(app.config["WRITEBACK_MAX_DELAY_S"])  # a database outage passes; a bug must not spin
         if again is not None:
             task.schedule((referral_id,), delay=again)
 
     task = huey.task(name="writeback")(run_writeback)
-    app.extensions[EXTENSION] = WritebackQueue(app, huey, task, url)
+    queue = WritebackQueue(app, huey, task, url)
+
+    @huey.on_shutdown()
+    def close_worker_connections() -> None:
+        """Each worker thread closes its own storage connections (PostgreSQL LISTEN ones are per thread)."""
+        queue.close()
+    app.extensions[EXTENSION] = queue
 
 
 def get_queue(app: Flask) -> WritebackQueue:
@@ -110,8 +138,9 @@ def enqueue_writeback(app: Flask, referral_id: str) -> None:
 
 def resume_writeback(app: Flask, referral_id: str, *, actor: str) -> None:
     """failed → in-progress and the write-back queued again (the API's retry and `second-opinion retry`)."""
-    profile = writeback.profile_for(app)
-    get_repository(app).resume(referral_id, actor=actor, reason="write-back resumed",
+    repo = get_repository(app)
+    profile = writeback.profile_for(app, repo.get(referral_id).ehr_base_url)
+    repo.resume(referral_id, actor=actor, reason="write-back resumed",
                                mirror_profile=profile.name if profile.task_writes else None)
     enqueue_writeback(app, referral_id)
 
@@ -203,7 +232,7 @@ def stop_consumer(app: Flask) -> None:
     if queue.consumer is not None:
         queue.consumer.stop()
         queue.consumer = None
-    queue.huey.storage.close()
+    queue.close()
 
 
 def run_worker(app: Flask, threads: int) -> None:
@@ -215,15 +244,4 @@ def run_worker(app: Flask, threads: int) -> None:
         Consumer(queue.huey, **consumer_options(app, threads)).run()
     finally:
         sweeper.stop()
-        queue.huey.storage.close()
-
-
-def wait_idle(app: Flask, timeout_s: float) -> bool:
-    """Wait until no write-back job is pending (for the demo and tests); False on timeout."""
-    deadline = time.monotonic() + timeout_s
-    repo = get_repository(app)
-    while repo.pending_count():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+        queue.close()

@@ -235,7 +235,7 @@ def run_job(app: Flask, repo: ReferralRepository, job: WritebackJob, settings: W
     referral = repo.get(job.referral_id)
     consult = repo.get_consult(job.referral_id) if job.kind == JOB_CONSULT else repo.find_consult(job.referral_id)
     done = job.done
-    client = get_client(app)
+    client = get_client(app, base_url=referral.ehr_base_url)  # the referral's own EHR, with its tenant's credentials
     for step in job.steps:
         if step.status == "done":
             continue
@@ -289,13 +289,23 @@ def _write_audit(job: WritebackJob, write: StepWrite, location: str | None, stat
                       detail=detail)
 
 
-def profile_for(app: Flask) -> WritebackProfile:
-    """The write-back profile the app is configured with."""
-    return get_profile(app.config["WRITEBACK_PROFILE"])
+def profile_for(app: Flask, base_url: str | None = None) -> WritebackProfile:
+    """The write-back profile for an EHR: its tenant's own, else the app's WRITEBACK_PROFILE."""
+    from service.auth import get_auth
+    from service.auth.tenants import normalize_iss
+
+    tenant = get_auth(app).tenants.get(normalize_iss(base_url)) if base_url else None
+    return get_profile(tenant.writeback_profile if tenant and tenant.writeback_profile else
+                       app.config["WRITEBACK_PROFILE"])
 
 
 def init_app(app: Flask) -> None:
-    """Check the write-back configuration at startup."""
+    """Check the write-back configuration at startup (the app's profile and every tenant's)."""
+    from service.auth import get_auth
+
     profile_for(app)
+    for tenant in get_auth(app).tenants.values():
+        if tenant.writeback_profile:
+            get_profile(tenant.writeback_profile)
     if app.config["WRITEBACK"] not in ("queue", "inline", "off"):
         raise ConfigurationError("WRITEBACK must be 'queue', 'inline' or 'off'")

@@ -83,7 +83,7 @@ def shape_document_reference(docref: DocumentReference, profile: WritebackProfil
     shaped.content = [by_type[t] for t in profile.attachments]
     for content in shaped.content:
         if profile.spaced_empty_tags and content.attachment.contentType == XHTML_UTF8:
-            _set_data(content.attachment, spaced_empty_tags(base64.b64decode(content.attachment.data).decode("utf-8")))
+            _set_data(content.attachment, spaced_empty_tags(content.attachment.data.decode("utf-8")))  # decoded bytes
         if profile.datetimes_with_time and not _has_time(content.attachment.creation):
             content.attachment.creation = None
     if profile.final_doc_status:

@@ -353,7 +353,6 @@ class ReferralRepository:
         now = utcnow()
         with self._session() as s:
             row = _referral_row(s, referral_id)
-            check_transition(row.status, "in-progress")
             if row.status != "failed":
                 raise Conflict(f"only a failed referral can be retried; this one is {row.status}")
             failed = s.scalar(select(WritebackJobRow)

@@ -47,7 +47,7 @@ def test_migrations_build_exactly_the_models(database_url: str) -> None:
         with engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
         assert diff == []
-        assert migrations.current_revision(engine) == migrations.head_revision()
+        assert migrations.current_revision(engine) == migrations.head_revision() == migrations.HEAD
         migrations.upgrade(engine)  # a second upgrade is a no-op
         assert {"referrals", "transitions", "consults", "writeback_jobs", "writeback_steps", "audit"} <= set(
             inspect(engine).get_table_names())

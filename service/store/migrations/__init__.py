@@ -1,23 +1,26 @@
-"""Alembic migrations for the store: `second-opinion db upgrade`, and the SQLite auto-upgrade at startup."""
+"""Alembic migrations for the store: `second-opinion db upgrade`, and the SQLite auto-upgrade at startup.
+
+Alembic itself is imported only when a migration has to run: a process starting on a current schema (every
+web and queue worker, most of the time) only reads alembic_version.
+"""
 
 import fcntl
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, text
 
 from service.errors import ConfigurationError
 
 HERE = Path(__file__).resolve().parent
+HEAD = "0001"  # the newest revision in versions/ (a test checks that Alembic agrees)
 
 
-def alembic_config(engine: Engine) -> Config:
+def alembic_config(engine: Engine | None):  # noqa: ANN201 - an alembic Config
     """An Alembic configuration for our scripts that runs on the given engine (no alembic.ini needed)."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(HERE))
     config.attributes["engine"] = engine
@@ -25,32 +28,41 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def head_revision() -> str:
-    """The newest migration."""
-    return ScriptDirectory.from_config(alembic_config(None)).get_current_head()  # type: ignore[arg-type]
+    """The newest migration, as Alembic reads the scripts."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config(None)).get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:
     """The revision the database is at (None for a database without our schema)."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the schema up to revision; concurrent callers on one machine (SQLite) or database (PostgreSQL) queue."""
     with _sqlite_file_lock(engine):
-        if current_revision(engine) is None and "referrals" in inspect(engine).get_table_names():
+        current = current_revision(engine)
+        if revision == "head" and current == HEAD:
+            return
+        if current is None and inspect(engine).has_table("referrals"):
             raise ConfigurationError(
                 f"the database {engine.url.render_as_string(hide_password=True)} was created before migrations "
                 "existed; move it aside (or delete it) and start again")
+        from alembic import command
+
         command.upgrade(alembic_config(engine), revision)
 
 
 def require_current(engine: Engine) -> None:
     """Fail at startup when the schema is not at the newest migration (run `second-opinion db upgrade`)."""
-    current, head = current_revision(engine), head_revision()
-    if current != head:
+    current = current_revision(engine)
+    if current != HEAD:
         raise ConfigurationError(
-            f"the database schema is at {current or 'nothing'}, the service needs {head}: "
+            f"the database schema is at {current or 'nothing'}, the service needs {HEAD}: "
             "run `second-opinion db upgrade`")
 
 
