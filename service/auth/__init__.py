@@ -40,13 +40,12 @@ class AuthState:
     """Everything auth keeps per app: tenants, keys, the token store, backend token caches."""
 
     def __init__(self, app: Flask, store: TokenStore) -> None:
-        from service.ehr.client import build_session
+        from service.ehr.connection import EXTENSION as EHR_SESSION
 
         self.config = app.config
         self.tenants: dict[str, Tenant] = load_tenants(app.config)
         self.store = store
-        self.http = build_session(max_retries=int(app.config["FHIR_MAX_RETRIES"]),
-                                  backoff=float(app.config["FHIR_BACKOFF"]))
+        self.http = app.extensions[EHR_SESSION]  # the app's pool to the EHRs (discovery, token requests)
         self.timeout = float(app.config["FHIR_TIMEOUT"])
         self.keys: dict[str, SigningKey] = {}  # by tenant iss ("" for the app's own key files)
         self.extra_keys: list[SigningKey] = [load_signing_key(p.strip()) for p in _paths(app.config["JWT_KEY_FILES"])]
@@ -96,6 +95,12 @@ def init_app(app: Flask) -> None:
 def get_auth(app: Flask | None = None) -> AuthState:
     state: AuthState = (app or current_app).extensions[EXTENSION]
     return state
+
+
+def launched_user(app: Flask | None = None) -> str | None:
+    """The fhirUser of this request's launched session (for "who did it" in transitions and audit), or None."""
+    launch = current_launch(get_auth(app).store)
+    return launch[1].fhir_user if launch is not None else None
 
 
 def client_auth(app: Flask, base_url: str | None = None) -> ClientAuth | None:

@@ -32,7 +32,11 @@ class RenewingBearerAuth(AuthBase):
         if response.status_code != 401 or getattr(sent, RETRIED, False):
             return response
         stale = (sent.headers.get("Authorization") or "").removeprefix("Bearer ")
-        fresh = self.source.renew(stale)
+        try:
+            fresh = self.source.renew(stale)
+        except BaseException:
+            response.close()  # give the connection back before the error (e.g. "launch again") leaves
+            raise
         if not fresh or fresh == stale:
             return response
         response.content  # noqa: B018 - read the body so the connection goes back to the pool

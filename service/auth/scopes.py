@@ -2,8 +2,9 @@
 
 # What the fetch reads (patient compartment, then what it references) and what send and write-back write.
 PATIENT_READ_TYPES = ("Patient", "Condition", "Procedure", "DiagnosticReport", "Observation", "MedicationStatement",
-                      "MedicationRequest", "AllergyIntolerance", "CarePlan", "DocumentReference", "Encounter")
-SHARED_READ_TYPES = ("Medication", "Practitioner", "Organization")  # not patient data; user/ scopes
+                      "MedicationRequest", "AllergyIntolerance", "CarePlan", "DocumentReference", "Encounter", "Specimen")
+# Not patient data (what the fetch resolves from references): user/ scopes.
+SHARED_READ_TYPES = ("Medication", "Practitioner", "PractitionerRole", "Organization", "Location")
 WRITE_TYPES = ("DocumentReference", "Bundle", "ServiceRequest", "Provenance")
 UPDATE_TYPES = ("Task",)  # created when a referral is sent, completed by the write-back
 

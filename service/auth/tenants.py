@@ -39,7 +39,7 @@ class Tenant:
     alg: str | None = None  # RS384 or ES384; default from the key type
     backend_scopes: str | None = None  # default: system/ scopes for what we read and write
     token_url: str | None = None  # default: discovered from the server's SMART configuration
-    writeback_profile: str = "generic"
+    writeback_profile: str | None = None  # document | docref-only | cerner; None: the app's WRITEBACK_PROFILE
     name: str | None = None
 
     def __repr__(self) -> str:  # never show the token
