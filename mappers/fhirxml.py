@@ -4,7 +4,9 @@ Parsing: DOCTYPEs are refused (before parsing when the prolog is readable, and a
 billion-laughs, XXE and external DTDs never reach a resolver; the parser also never resolves entities, loads DTDs
 or touches the network (OWASP XXE Prevention Cheat Sheet, lxml). The tree must be FHIR XML as FHIR R4 xml.html
 describes it: every element in the FHIR namespace except the XHTML narrative `div`, values in `@value`, no text
-content. It is then read by R4B's `model_validate_xml` (fhir_core) with the same hardened parser.
+content; namespace prefixes are refused (fhir_core reads only default-namespace FHIR XML, which is what FHIR
+servers write). It is then read by R4B's `model_validate_xml` (fhir_core) with the same hardened parser; the
+exceptions fhir_core raises on odd trees (KeyError, TypeError, ...) become 422s naming the problem.
 
 Serialising: `model_dump_xml` writes decimals through `float` (100.00 → "100.0", 34 → "34.0"), which changes
 the value's precision; `dump_fhir_xml` writes every decimal exactly as held. Reading: fhir_core keeps XHTML as
@@ -24,7 +26,7 @@ from fhir_core.fhirabstractmodel import FHIRAbstractModel
 from lxml import etree
 from pydantic import ValidationError
 
-from mappers.errors import MappingError
+from mappers.errors import MappingError, describe_validation_error
 from mappers.narrative import XHTML_NS
 
 FHIR_NS = "http://hl7.org/fhir"
@@ -168,13 +170,3 @@ def _models_of(model: FHIRAbstractModel, kind: type) -> Iterator:
             if isinstance(item, kind):
                 yield item
             stack.extend(v for v in item.__dict__.values() if isinstance(v, list | FHIRAbstractModel))
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    """The first few problems of a pydantic ValidationError as 'path: message' (no input values)."""
-    parts = []
-    for err in exc.errors()[:3]:
-        where = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
-        parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
-    more = f" (and {exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
-    return "; ".join(parts) + more

@@ -1,10 +1,12 @@
 """Consult intake by media type (FHIR JSON, FHIR XML, C-CDA) → our consult document, and what it concluded."""
 
+import hashlib
 import json
 import logging
-from dataclasses import dataclass
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, replace
 from datetime import datetime
-from functools import lru_cache
 
 from fhir.resources.R4B.bundle import Bundle
 
@@ -14,6 +16,7 @@ from mappers.consult import build_consult_bundle
 from mappers.consult_context import ConsultContext
 from mappers.errors import MappingError
 from mappers.ids import IdFactory
+from mappers.references import rewrite_references
 from mappers.summary import add_summary_section, summarise_consult
 from mappers.validation import check_document_bundle
 from service.intake import consult_format, parse_fhir_json_consult, parse_fhir_xml_consult
@@ -41,7 +44,10 @@ def build_consult_document(body: bytes, content_type: str | None, context: Consu
     fmt = consult_format(body, content_type)
     warnings: list[str] = []
     if fmt == "ccda":
-        mapping = map_ccda_consult(parse_ccda(body), context, now=now, new_id=new_id)
+        # the C-CDA mapper copies the packet's Patient as is: its references (GP, organisation) point into the
+        # packet, so they keep only their display and identifier here (as mappers/consult.py does for FHIR)
+        patient, _ = rewrite_references(context.patient, {})
+        mapping = map_ccda_consult(parse_ccda(body), replace(context, patient=patient), now=now, new_id=new_id)
         document, warnings = mapping.bundle, list(mapping.warnings)
     else:
         source = parse_fhir_json_consult(body) if fmt == "fhir-json" else parse_fhir_xml_consult(body)
@@ -56,13 +62,27 @@ def build_consult_document(body: bytes, content_type: str | None, context: Consu
 
 
 def concordance_of(document_json: str, packet_json: str) -> dict:
-    """The concordance object of a stored consult document against its referral's frozen packet."""
-    return json.loads(_concordance_text(document_json, packet_json))
+    """The concordance object of a stored consult document against its referral's frozen packet.
+
+    Both are immutable once stored, so answers are kept (by a digest of the two, as JSON text so that callers
+    cannot change them) for the next GET of the same referral.
+    """
+    key = hashlib.sha256(f"{len(document_json)}:{document_json}{packet_json}".encode()).hexdigest()
+    with _CACHE_LOCK:
+        text = _CACHE.get(key)
+        if text is not None:
+            _CACHE.move_to_end(key)
+    if text is None:
+        document = Bundle.model_validate_json(document_json)
+        packet = Bundle.model_validate_json(packet_json)
+        text = json.dumps(summarise_consult(document, packet).concordance)
+        with _CACHE_LOCK:
+            _CACHE[key] = text
+            while len(_CACHE) > _CACHE_SIZE:
+                _CACHE.popitem(last=False)
+    return json.loads(text)
 
 
-@lru_cache(maxsize=64)
-def _concordance_text(document_json: str, packet_json: str) -> str:
-    """Both inputs are immutable once stored, so the answer is cached (as text, so callers cannot change it)."""
-    document = Bundle.model_validate_json(document_json)
-    packet = Bundle.model_validate_json(packet_json)
-    return json.dumps(summarise_consult(document, packet).concordance)
+_CACHE: OrderedDict[str, str] = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+_CACHE_SIZE = 256
