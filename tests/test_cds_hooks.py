@@ -5,12 +5,14 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 from fhir.resources.R4B.communicationrequest import CommunicationRequest
 
+from fixtures.sandbox import SandboxServer
 from service.cds.services import PREFETCH, SERVICE_ID_SELECT, SERVICE_ID_SIGN
 from service.cds.store import CdsStore
 from service.store.repository import get_repository
@@ -18,6 +20,14 @@ from tests.conftest import assert_outcome
 from tests.test_cds_hooks_support import (  # noqa: F401 - fixtures
     REFERRAL_ID, SELECT_URL, SIGN_URL, build_prefetch, cds_app, client_key, hook_call, lab_order, post_hook,
     referral_order, requests_with_token)
+
+
+@pytest.fixture(scope="module")
+def ehr() -> Iterator[SandboxServer]:
+    """This module's own sandbox: the cards count the fixture patients' reports as loaded, not as other tests'
+    write-backs (consult notes are reports too) left them in the shared one."""
+    with SandboxServer() as server:
+        yield server
 
 
 def cards_of(resp) -> list[dict]:  # noqa: ANN001
@@ -57,7 +67,8 @@ def test_discovery_lists_one_service_per_hook_with_prefetch_templates(cds_app) -
         assert set(service["prefetch"]) == set(PREFETCH)
 
 
-def test_order_select_without_prefetch_reads_the_ehr_with_the_lent_token(cds_app, client_key, ehr) -> None:  # noqa: ANN001
+def test_order_select_without_prefetch_reads_the_ehr_with_the_lent_token(
+        cds_app, client_key, ehr) -> None:  # noqa: ANN001
     token = f"fhir-token-{uuid.uuid4()}"
     call = hook_call("order-select", "so-cad-patient", fhir_server=ehr.base_url, access_token=token)
     (card,) = cards_of(post_hook(cds_app, SELECT_URL, call, client_key))
@@ -117,7 +128,8 @@ def test_partial_prefetch_fetches_only_what_is_missing(cds_app, client_key, ehr)
     assert len(card["suggestions"][0]["actions"]) == 2
 
 
-def test_partial_prefetch_without_fhir_server_answers_with_what_it_has(cds_app, client_key, ehr) -> None:  # noqa: ANN001
+def test_partial_prefetch_without_fhir_server_answers_with_what_it_has(
+        cds_app, client_key, ehr) -> None:  # noqa: ANN001
     prefetch = build_prefetch(ehr.base_url, "so-cad-patient", ["patient", "conditions", "reports", "documents"])
     (card,) = cards_of(post_hook(cds_app, SIGN_URL, hook_call("order-sign", "so-cad-patient", prefetch=prefetch),
                                  client_key))
@@ -147,7 +159,8 @@ def test_ehr_refusing_the_token_without_prefetch_is_412(cds_app, client_key, ehr
     try:
         call = hook_call("order-sign", "so-cad-patient", fhir_server=ehr.base_url, access_token="expired")
         body = assert_outcome(post_hook(cds_app, SIGN_URL, call, client_key), 412, "incomplete")
-        assert "authorisation" in body["issue"][0]["diagnostics"]
+        assert "(authorisation refused)" in body["issue"][0]["diagnostics"]
+        assert "so-cad-patient" not in body["issue"][0]["diagnostics"]
     finally:
         requests.delete(f"{ehr.root_url}/_sandbox/faults/{fault['id']}", timeout=5)
 
@@ -168,7 +181,8 @@ def test_order_select_speaks_only_about_the_selected_orders(cds_app, client_key,
 
 
 @pytest.mark.parametrize("how", ["code", "category", "reason"])
-def test_referral_is_recognised_by_code_category_or_second_opinion_reason(cds_app, client_key, ehr, how) -> None:  # noqa: ANN001
+def test_referral_is_recognised_by_code_category_or_second_opinion_reason(
+        cds_app, client_key, ehr, how) -> None:  # noqa: ANN001
     call = hook_call("order-sign", "so-breast-patient", orders=[referral_order("so-breast-patient", how=how)],
                      fhir_server=ehr.base_url)
     (card,) = cards_of(post_hook(cds_app, SIGN_URL, call, client_key))
@@ -264,7 +278,8 @@ def test_bodies_that_are_not_a_json_object_are_400(cds_app, client_key, data) ->
     assert_outcome(post_hook(cds_app, SIGN_URL, data, client_key), 400, "invalid")
 
 
-def test_spec_example_orders_are_tolerated_but_only_service_requests_are_read(cds_app, client_key) -> None:  # noqa: ANN001
+def test_spec_example_orders_are_tolerated_but_only_service_requests_are_read(
+        cds_app, client_key) -> None:  # noqa: ANN001
     # Bundle without type, MedicationRequest with STU3-shaped dosage: as in the CDS Hooks examples → 200
     call = hook_call("order-select", "1288992", orders=[])
     assert cards_of(post_hook(cds_app, SELECT_URL, call, client_key)) == []
@@ -275,9 +290,10 @@ def test_unknown_service_is_404(cds_app, client_key) -> None:  # noqa: ANN001
     assert_outcome(resp, 404, "not-found")
 
 
-def test_slow_ehr_gets_a_pending_card_within_budget_then_the_late_result(make_app, client_key, ehr) -> None:  # noqa: ANN001
-    app = make_app(worker=False, WRITEBACK="off", CDS_HOOK_BUDGET_S=0.5, CDS_CLIENTS=[{"iss": "https://ehr.example.org/",
-                                                                          "jwks": client_key.jwks()}])
+def test_slow_ehr_gets_a_pending_card_within_budget_then_the_late_result(
+        make_app, client_key, ehr) -> None:  # noqa: ANN001
+    app = make_app(worker=False, WRITEBACK="off", CDS_HOOK_BUDGET_S=0.5,
+                   CDS_CLIENTS=[{"iss": "https://ehr.example.org/", "jwks": client_key.jwks()}])
     fault = requests.post(f"{ehr.root_url}/_sandbox/faults", timeout=5, json={
         "mode": "hang", "delay_s": 1.5, "count": 2, "path_contains": "/Procedure"}).json()
     try:
@@ -347,7 +363,8 @@ def test_feedback_is_accepted_and_recorded(cds_app, client_key, ehr) -> None:  #
     ({}, "non-empty feedback array"),
     ({"feedback": []}, "non-empty feedback array"),
     ({"feedback": [{"outcome": "accepted"}]}, "card must be"),
-    ({"feedback": [{"card": "c", "outcome": "ignored", "outcomeTimestamp": "2026-01-01T00:00:00Z"}]}, "outcome must be"),
+    ({"feedback": [{"card": "c", "outcome": "ignored", "outcomeTimestamp": "2026-01-01T00:00:00Z"}]},
+     "outcome must be"),
     ({"feedback": [{"card": "c", "outcome": "accepted", "outcomeTimestamp": "2026-01-01T00:00:00Z"}]},
      "acceptedSuggestions is required"),
     ({"feedback": [{"card": "c", "outcome": "overridden", "outcomeTimestamp": "yesterday"}]}, "ISO 8601"),

@@ -45,9 +45,11 @@ def test_rs384_keys_from_a_jwks_url_are_fetched_once_and_cached(make_app, jwks_s
     assert jwks_server.requested == ["/jwks.json"]
 
 
-def test_a_jku_header_equal_to_the_configured_url_is_accepted(make_app, jwks_server, client_key) -> None:  # noqa: ANN001
+def test_a_jku_header_equal_to_the_configured_url_is_accepted(
+        make_app, jwks_server, client_key) -> None:  # noqa: ANN001
     jwks_server.sets["/jwks.json"] = client_key.jwks()
-    app = make_app(worker=False, WRITEBACK="off", CDS_CLIENTS=[{"iss": ISSUER, "jwks_url": jwks_server.url("/jwks.json")}])
+    app = make_app(worker=False, WRITEBACK="off",
+                   CDS_CLIENTS=[{"iss": ISSUER, "jwks_url": jwks_server.url("/jwks.json")}])
     token = client_key.sign(AUD, headers={"jku": jwks_server.url("/jwks.json")})
     assert post_hook(app, SIGN_URL, no_referral_call(), token=token).status_code == 200
 
@@ -56,14 +58,16 @@ def test_a_jku_header_elsewhere_is_refused_and_never_fetched(make_app, jwks_serv
     jwks_server.sets["/jwks.json"] = client_key.jwks()
     attacker = ClientKey("ES384")
     jwks_server.sets["/attacker.json"] = attacker.jwks()
-    app = make_app(worker=False, WRITEBACK="off", CDS_CLIENTS=[{"iss": ISSUER, "jwks_url": jwks_server.url("/jwks.json")}])
+    app = make_app(worker=False, WRITEBACK="off",
+                   CDS_CLIENTS=[{"iss": ISSUER, "jwks_url": jwks_server.url("/jwks.json")}])
     token = attacker.sign(AUD, headers={"jku": jwks_server.url("/attacker.json")})
     assert_401(post_hook(app, SIGN_URL, no_referral_call(), token=token), "jku is not the JWK Set URL")
     assert "/attacker.json" not in jwks_server.requested
 
 
 def test_an_unreachable_jwks_url_is_401(make_app, jwks_server, client_key) -> None:  # noqa: ANN001
-    app = make_app(worker=False, WRITEBACK="off", CDS_CLIENTS=[{"iss": ISSUER, "jwks_url": jwks_server.url("/missing.json")}])
+    app = make_app(worker=False, WRITEBACK="off",
+                   CDS_CLIENTS=[{"iss": ISSUER, "jwks_url": jwks_server.url("/missing.json")}])
     assert_401(post_hook(app, SIGN_URL, no_referral_call(), token=client_key.sign(AUD)),
                "could not fetch the CDS client's JWK Set")
 
@@ -136,7 +140,8 @@ def test_feedback_needs_a_jwt_for_its_own_url_or_the_service_url(cds_app, client
     assert post_hook(cds_app, path, feedback, token=client_key.sign(AUD)).status_code == 200
 
 
-def test_without_trusted_clients_hook_calls_are_refused_with_what_to_configure(make_app, client_key) -> None:  # noqa: ANN001
+def test_without_trusted_clients_hook_calls_are_refused_with_what_to_configure(
+        make_app, client_key) -> None:  # noqa: ANN001
     app = make_app(worker=False, WRITEBACK="off")
     assert_401(post_hook(app, SIGN_URL, no_referral_call(), token=client_key.sign(AUD)),
                "set SECOND_OPINION_CDS_CLIENTS")

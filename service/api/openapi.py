@@ -4,9 +4,9 @@ OPERATIONS is keyed by (method, Flask rule) as the route is declared, e.g. ("POS
 "/api/referrals/<referral_id>/send"); a rule with an `any(...)` converter is listed once per value, e.g.
 ("POST", "/api/referrals/<referral_id>/accept"), so each action has its own path and summary. Adding a route
 means adding one entry here: tests/test_openapi.py compares OPERATIONS with the app's URL map (both ways) and
-names any route that is missing or stale, and checks README.md's "## REST API" table against it. Path parameters come from the rule itself; every operation also
-gets the error responses every route can give (an OperationOutcome). `python -m service.api.openapi --readme`
-prints the README table rows for the spec.
+names any route that is missing or stale, and checks README.md's "## REST API" table against it. Path
+parameters come from the rule itself; error responses are OperationOutcomes (HTML pages on browser routes).
+`python -m service.api.openapi --readme` prints the README table for the spec.
 """
 
 import re
@@ -171,7 +171,8 @@ SCHEMAS: dict[str, Any] = {
             "expires_in": {"type": "integer"}, "scope": {"type": "string"}, "subject": {"type": "string"}}},
         "context": {"type": "object", "required": ["userId", "patientId", "draftOrders"], "properties": {
             "userId": {"type": "string"}, "patientId": {"type": "string"}, "encounterId": {"type": "string"},
-            "selections": {"type": "array", "items": {"type": "string"}}, "draftOrders": {"$ref": "#/components/schemas/Bundle"}}},
+            "selections": {"type": "array", "items": {"type": "string"}},
+            "draftOrders": {"$ref": "#/components/schemas/Bundle"}}},
         "prefetch": {"type": "object"}}},
     "CdsResponse": {"type": "object", "required": ["cards"], "properties": {"cards": {
         "type": "array", "items": {"type": "object", "required": ["summary", "indicator", "source"], "properties": {
@@ -181,11 +182,14 @@ SCHEMAS: dict[str, Any] = {
             "selectionBehavior": {"type": "string"}, "links": {"type": "array", "items": {
                 "type": "object", "required": ["label", "url", "type"], "properties": {
                     "label": {"type": "string"}, "url": {"type": "string"},
-                    "type": {"type": "string", "enum": ["absolute", "smart"]}, "appContext": {"type": "string"}}}}}}}}},
+                    "type": {"type": "string", "enum": ["absolute", "smart"]},
+                    "appContext": {"type": "string"}}}}}}}}},
     "CdsFeedback": {"type": "object", "required": ["feedback"], "properties": {"feedback": {
-        "type": "array", "items": {"type": "object", "required": ["card", "outcome", "outcomeTimestamp"], "properties": {
+        "type": "array", "items": {"type": "object", "required": ["card", "outcome", "outcomeTimestamp"],
+                                   "properties": {
             "card": {"type": "string"}, "outcome": {"type": "string", "enum": ["accepted", "overridden"]},
-            "acceptedSuggestions": {"type": "array", "items": {"type": "object", "properties": {"id": {"type": "string"}}}},
+            "acceptedSuggestions": {"type": "array", "items": {"type": "object",
+                                                               "properties": {"id": {"type": "string"}}}},
             "overrideReason": OBJECT, "outcomeTimestamp": {"type": "string", "format": "date-time"}}}}}},
 }
 

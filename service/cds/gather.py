@@ -51,8 +51,15 @@ class FetchResult:
     resources: dict[str, list[Resource]] = field(default_factory=dict)  # keys read successfully
     patient: Patient | None = None
     failed: list[str] = field(default_factory=list)
+    failure_statuses: set[int | None] = field(default_factory=set)  # the EHR's HTTP status (None: no answer)
     warnings: list[str] = field(default_factory=list)
     requests: int = 0
+
+    def failure_summary(self) -> str:
+        """Why reads failed, without paths or ids: 'authorisation refused', 'HTTP 503', 'no answer'."""
+        reasons = sorted({"authorisation refused" if status in (401, 403) else "no answer" if status is None
+                          else f"HTTP {status}" for status in self.failure_statuses})
+        return ", ".join(reasons)
 
 
 def read_prefetch(request: HookRequest) -> PrefetchData:
@@ -98,7 +105,9 @@ def fetch_keys(client: FhirClient, keys: Iterable[str], request: HookRequest) ->
         result.warnings.extend(warnings)
         if isinstance(resources, ServiceError):
             result.failed.append(key)
-            result.warnings.append(f"could not read {prefetch_resource_type(key)} from the EHR: {resources.diagnostics}")
+            result.failure_statuses.add(resources.upstream_status)
+            result.warnings.append(f"could not read {prefetch_resource_type(key)} from the EHR: "
+                                   f"{resources.diagnostics}")
             continue
         if key == "patient":
             patient = resources[0]

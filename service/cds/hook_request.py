@@ -24,7 +24,6 @@ from service.errors import InvalidRequest
 FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 REFERENCE_KEY = re.compile(r"^[A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
 MAX_STRING = 1024
-REQUEST_FIELDS = {"hook", "hookInstance", "fhirServer", "fhirAuthorization", "context", "prefetch", "extension"}
 
 
 @dataclass(frozen=True)

@@ -155,8 +155,8 @@ def _read_and_assess(ehr: FhirClient, missing: list[str], request: HookRequest,
                      prefetch: PrefetchData) -> Assessment:
     fetched = fetch_keys(ehr, missing, request)
     if fetched.failed and len(fetched.failed) == len(missing) and not prefetch.resources:
-        raise PreconditionFailed("the EHR gave none of the patient's record and there was no prefetch: "
-                                 + fetched.warnings[-1])
+        raise PreconditionFailed(f"could not read the patient's record from fhirServer ({fetched.failure_summary()}) "
+                                 "and the call had no prefetch")
     record = build_record(request, prefetch, fetched)
     return assess(record, unavailable=unavailable_types(fetched.failed), from_prefetch=_types(prefetch.satisfied),
                   from_ehr=unavailable_types([k for k in missing if k not in fetched.failed]))
