@@ -12,6 +12,8 @@ import argparse
 import json
 import math
 import resource
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,7 +27,6 @@ sys.path.insert(0, str(ROOT))
 
 from fhir.resources.R4B import get_fhir_model_class  # noqa: E402
 
-from fixtures.sandbox import SandboxServer  # noqa: E402
 from service import create_app  # noqa: E402
 from service.ehr.client import FhirClient, build_session, forget_capabilities  # noqa: E402
 from service.ehr.fetch import MAX_CONCURRENCY, plan_searches  # noqa: E402
@@ -35,11 +36,38 @@ CORPUS = ROOT.parent / "shared" / "corpus" / "fhir-patients"
 FHIR_JSON = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
 
 
+class SandboxProcess:
+    """`second-opinion sandbox` in its own process, so its work does not share the service's GIL or memory."""
+
+    def __init__(self, *options: str) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.root_url = f"http://127.0.0.1:{port}"
+        self.base_url = f"{self.root_url}/fhir"
+        self.proc = subprocess.Popen([sys.executable, "-m", "service.cli", "sandbox", "--empty", "--port", str(port),
+                                      *options], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def __enter__(self) -> "SandboxProcess":
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{self.root_url}/_sandbox/health", timeout=2).ok:
+                    return self
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        raise RuntimeError("the sandbox did not start")
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
 def largest_patient() -> Path:
     return max(CORPUS.glob("*.json"), key=lambda p: len(json.loads(p.read_bytes())["entry"]))
 
 
-def load(ehr: SandboxServer, bundle: bytes) -> str:
+def load(ehr: SandboxProcess, bundle: bytes) -> str:
     resp = requests.post(ehr.base_url, data=bundle, headers=FHIR_JSON, timeout=600)
     resp.raise_for_status()
     location = next(e["response"]["location"] for e in resp.json()["entry"]
@@ -47,7 +75,7 @@ def load(ehr: SandboxServer, bundle: bytes) -> str:
     return location.split("/")[1]
 
 
-def plan_pages(ehr: SandboxServer, patient_id: str, page_size: int) -> int:
+def plan_pages(ehr: SandboxProcess, patient_id: str, page_size: int) -> int:
     """P: the fewest pages the one-search-per-type plan needs (an empty result is still one page)."""
     client = FhirClient(ehr.base_url, build_session())
     pages = 0
@@ -59,7 +87,7 @@ def plan_pages(ehr: SandboxServer, patient_id: str, page_size: int) -> int:
     return pages
 
 
-def sequential_seconds(ehr: SandboxServer, patient_id: str) -> float:
+def sequential_seconds(ehr: SandboxProcess, patient_id: str) -> float:
     """The same searches (and /metadata and the Patient read) one page at a time."""
     forget_capabilities()
     client = FhirClient(ehr.base_url, build_session())
@@ -71,21 +99,28 @@ def sequential_seconds(ehr: SandboxServer, patient_id: str) -> float:
     return time.perf_counter() - start
 
 
-def wall_seconds(ehr: SandboxServer, patient_id: str, tmp: Path) -> tuple[float, int, dict]:
-    """POST /api/referrals through the running service; the sandbox counts the requests it received."""
-    forget_capabilities()
+def wall_seconds(ehr: SandboxProcess, patient_id: str, tmp: Path, runs: int = 1) -> tuple[float, int, dict]:
+    """POST /api/referrals through the running service (median of runs, after one warm-up referral).
+
+    Each run starts with a cold capability cache, so it reads /metadata as the floor assumes; the warm-up keeps
+    one-off costs of a new process (loading model classes) out of the figure.
+    """
     app = create_app({"FHIR_BASE_URL": ehr.base_url, "DATABASE_URL": f"sqlite:///{tmp / 'bench.sqlite3'}",
                       "LOG_LEVEL": "WARNING"})
+    walls, counts = [], []
     with ServiceServer(app) as service:
-        requests.delete(f"{ehr.root_url}/_sandbox/requests", timeout=5)
-        start = time.perf_counter()
-        resp = requests.post(f"{service.url}/api/referrals", json={"patient": patient_id, "question": "Benchmark"},
-                             timeout=600)
-        wall = time.perf_counter() - start
-        resp.raise_for_status()
+        for _ in range(runs + 1):
+            forget_capabilities()
+            requests.delete(f"{ehr.root_url}/_sandbox/requests", timeout=5)
+            start = time.perf_counter()
+            resp = requests.post(f"{service.url}/api/referrals", json={"patient": patient_id, "question": "Benchmark"},
+                                 timeout=600)
+            walls.append(time.perf_counter() - start)
+            resp.raise_for_status()
+            counts.append(len(requests.get(f"{ehr.root_url}/_sandbox/requests", timeout=5).json()))
         packet = requests.get(f"{service.url}/api/referrals/{resp.json()['id']}/packet", timeout=60).json()
-        count = len(requests.get(f"{ehr.root_url}/_sandbox/requests", timeout=5).json())
-    return wall, count, packet
+    measured = walls[1:] if runs else walls
+    return statistics.median(measured), counts[-1], packet
 
 
 def model_rate(packet: dict) -> float:
@@ -129,16 +164,24 @@ def generated_patient(n: int) -> bytes:
     return json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": entries}).encode()
 
 
-def rss_child(resources: int) -> None:
-    """In a child process: build a packet for a generated patient and print peak RSS (MB)."""
-    with SandboxServer(load_fixtures=False, page_size=1000, max_page_size=1000) as ehr, \
-            tempfile.TemporaryDirectory() as tmp:
-        patient_id = load(ehr, generated_patient(resources))
+def rss_child(base_url: str, patient_id: str) -> None:
+    """In a child process: the service builds a packet for the generated patient; print its peak RSS (MB)."""
+    with tempfile.TemporaryDirectory() as tmp:
         baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        wall, _, packet = wall_seconds(ehr, patient_id, Path(tmp))
+        ehr = argparse.Namespace(base_url=base_url, root_url=base_url.rsplit("/fhir", 1)[0])
+        wall, _, packet = wall_seconds(ehr, patient_id, Path(tmp), runs=0)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"resources": len(packet["entry"]), "peak_rss_mb": round(peak, 1),
                       "rss_before_mb": round(baseline, 1), "wall_s": round(wall, 2)}))
+
+
+def rss_run(resources: int) -> dict:
+    """Load a generated patient into a sandbox process and measure the service in a child process."""
+    with SandboxProcess("--page-size", "1000") as ehr:
+        patient_id = load(ehr, generated_patient(resources))
+        child = subprocess.run([sys.executable, __file__, "--rss-child", ehr.base_url, patient_id],
+                               capture_output=True, text=True, check=True)
+    return json.loads(child.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -146,27 +189,25 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=int, default=50)
     parser.add_argument("--page-size", type=int, default=20)
     parser.add_argument("--rss-resources", type=int, default=20_000)
-    parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--rss-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
-        rss_child(args.rss_resources)
+        rss_child(*args.rss_child)
         return
     path = largest_patient()
-    with SandboxServer(load_fixtures=False, latency_ms=args.latency_ms, page_size=args.page_size,
-                       max_page_size=args.page_size) as ehr, tempfile.TemporaryDirectory() as tmp:
+    with SandboxProcess("--latency-ms", str(args.latency_ms), "--page-size", str(args.page_size),
+                        "--max-page-size", str(args.page_size)) as ehr, tempfile.TemporaryDirectory() as tmp:
         patient_id = load(ehr, path.read_bytes())
         pages = plan_pages(ehr, patient_id, args.page_size)
         floor = (1 + math.ceil(pages / MAX_CONCURRENCY)) * args.latency_ms / 1000
-        wall, count, packet = wall_seconds(ehr, patient_id, Path(tmp))
+        wall, count, packet = wall_seconds(ehr, patient_id, Path(tmp), runs=3)
         sequential = sequential_seconds(ehr, patient_id)
     rate = model_rate(packet)
     print(f"patient: {path.name.split('_')[1]} ({len(packet['entry'])} packet entries), plan pages P={pages}, "
           f"C={MAX_CONCURRENCY}, latency {args.latency_ms} ms, page size {args.page_size}")
     print(f"wall {wall:.3f} s = {wall / floor:.2f} x floor {floor:.3f} s; sequential {sequential:.3f} s = "
           f"{sequential / wall:.2f} x wall; {count} requests")
-    child = subprocess.run([sys.executable, __file__, "--rss-child", "--rss-resources", str(args.rss_resources)],
-                           capture_output=True, text=True, check=True)
-    rss = json.loads(child.stdout.strip().splitlines()[-1])
+    rss = rss_run(args.rss_resources)
     print(f"generated patient: {rss['resources']} resources in the packet, peak RSS {rss['peak_rss_mb']} MB "
           f"(before the fetch {rss['rss_before_mb']} MB), wall {rss['wall_s']} s")
     print(json.dumps({"wall_s": round(wall, 3), "floor_s": round(floor, 3), "sequential_s": round(sequential, 3),

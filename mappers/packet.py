@@ -243,8 +243,9 @@ def _rewrite_all(members: list[Resource], urls: dict[int, str], mapping: dict[st
     """
     rewritten: list[Resource] = []
     dropped: dict[str, None] = {}
+    targets = frozenset(mapping.values())
     for member in members:
-        copy, lost = rewrite_references(member, mapping, base_url=base_url, redact=left_out)
+        copy, lost = rewrite_references(member, mapping, base_url=base_url, redact=left_out, targets=targets)
         if not copy.id:
             copy.id = urls[id(member)].removeprefix("urn:uuid:")
         drop_invalid_narrative(copy)

@@ -77,6 +77,7 @@ def rewrite_references(
     *,
     base_url: str = "",
     redact: Collection[str] = frozenset(),
+    targets: Collection[str] | None = None,
 ) -> tuple[R, list[str]]:
     """Return a deep copy with references rewritten by mapping, and the references made display-only.
 
@@ -86,7 +87,7 @@ def rewrite_references(
     left out) also lose display and identifier, so the left-out item's name does not travel with them.
     """
     copy = copy_reference_paths(resource)
-    targets = set(mapping.values())
+    targets = set(mapping.values()) if targets is None else targets  # callers rewriting many pass it once
     dropped: list[str] = []
     for ref in iter_references(copy):
         literal = ref.reference

@@ -59,12 +59,18 @@ def serve(host: str, port: int, no_worker: bool) -> None:
 @click.option("--timeout", default=30.0, show_default=True, type=float)
 def check(fhir_url: str, token: str | None, timeout: float) -> None:
     """Report what a FHIR server offers and whether the service can work with it."""
+    from service.auth.discovery import discover
     from service.ehr.capability import capability_report
     from service.ehr.client import FhirClient, build_session
+    from service.errors import ServiceError
 
     client = FhirClient(fhir_url, build_session(max_retries=1), timeout=timeout,
                         auth_header=f"Bearer {token}" if token else None)
-    report = capability_report(client, client.smart_configuration())
+    try:
+        smart = discover(client.session, client.base_url, timeout=timeout)
+    except ServiceError:
+        smart = None
+    report = capability_report(client, smart)
     yes = {True: "yes", False: "no"}
     click.echo(f"server:        {report.base_url}")
     click.echo(f"software:      {report.software or 'not stated'}")
@@ -77,7 +83,8 @@ def check(fhir_url: str, token: str | None, timeout: float) -> None:
     for resource_type, supported in report.writes.items():
         click.echo(f"write {resource_type + ':':<23}{yes[supported]}")
     smart = report.smart
-    click.echo(f"SMART:         {'yes, token endpoint ' + smart.get('token_endpoint', '?') if smart else 'not published'}")
+    click.echo(f"SMART:         {'yes, token endpoint ' + smart.token_endpoint if smart else 'not published'}"
+               f"{' (permission-v2)' if smart and smart.permission_v2 else ''}")
     for note in report.notes:
         click.echo(f"note:          {note}")
     if report.usable:
@@ -169,13 +176,18 @@ class FetchProgress:
               show_default=True, help="Behave like this kind of EHR.")
 @click.option("--latency-ms", default=0, show_default=True, type=int, help="Delay every FHIR answer.")
 @click.option("--page-size", default=50, show_default=True, type=int, help="Default search page size.")
-def sandbox(host: str, port: int, empty: bool, profile: str, latency_ms: int, page_size: int) -> None:
+@click.option("--max-page-size", default=None, type=int,
+              help="Largest page a client may ask for with _count [default: 1000, at least --page-size].")
+@click.option("--auth", type=click.Choice(["none", "smart"]), default="none", show_default=True,
+              help="smart: behind a SMART on FHIR authorization server (launch, PKCE, scopes, backend services).")
+def sandbox(host: str, port: int, empty: bool, profile: str, latency_ms: int, page_size: int,
+            max_page_size: int | None, auth: str) -> None:
     """Run the built-in sandbox EHR (a FHIR R4 server with synthetic patients)."""
     from fixtures.sandbox import run_sandbox
 
     logging.getLogger().setLevel(logging.INFO)
     run_sandbox(host=host, port=port, load_fixtures=not empty, profile=profile, latency_ms=latency_ms,
-                page_size=page_size)
+                page_size=page_size, max_page_size=max_page_size or max(page_size, 1000), auth=auth)
 
 
 # -- write-back workers, retries and the database schema (issue 6) -------------------------------------------
@@ -228,12 +240,18 @@ def db_upgrade(revision: str) -> None:
     engine = build_engine(database_url(app))
     try:
         migrations.upgrade(engine, revision)
-        click.echo(f"database {engine.url.render_as_string(hide_password=True)} is at "
-                   f"{migrations.current_revision(engine)}")
+        at = migrations.current_revision(engine)
     except migrations.ConfigurationError as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
         engine.dispose()
+    if at == migrations.HEAD:
+        # Once, before any web or queue worker starts: the tables other parts still create themselves (huey's,
+        # CDS Hooks', auth's) come into being here, not in a race between processes starting together.
+        from service.queue import stop_consumer
+
+        stop_consumer(_configured_app())
+    click.echo(f"database {engine.url.render_as_string(hide_password=True)} is at {at}")
 
 
 def _configured_app():  # noqa: ANN202 - a Flask app
@@ -260,6 +278,81 @@ def _bare_app():  # noqa: ANN202 - a Flask app
     app.config.from_prefixed_env(ENV_PREFIX)
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     return app
+
+
+# -- consults from C-CDA (issue 5) --------------------------------------------------------------------------
+@main.command("consult-from-ccda")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.option("--referral", "referral_id", default=None,
+              help="Check the patient against this referral (local database) and link its ServiceRequest.")
+@click.option("--recover", is_flag=True, help="Read malformed XML with lxml's recover mode (reported as a warning).")
+def consult_from_ccda(file: str, referral_id: str | None, recover: bool) -> None:
+    """Map a C-CDA consult document to our FHIR consult document and print it as FHIR JSON."""
+    from datetime import UTC, datetime
+
+    from mappers.ccda.document import map_ccda_consult
+    from mappers.ccda.parser import parse_ccda
+    from mappers.errors import MappingError
+    from mappers.ids import random_ids
+    from mappers.validation import check_document_bundle
+    from service.errors import ServiceError
+
+    data = click.get_binary_stream("stdin").read() if file == "-" else open(file, "rb").read()  # noqa: SIM115
+    now = datetime.now(UTC)
+    try:
+        if referral_id is None:
+            mapping = map_ccda_consult(parse_ccda(data, allow_recover=recover), None, now=now, new_id=random_ids())
+            bundle, warnings = mapping.bundle, mapping.warnings
+            problems = check_document_bundle(bundle)
+            if problems:
+                raise MappingError(f"the result is not a valid FHIR document: {problems[0]}")
+        else:
+            bundle, warnings = _consult_for_referral(data, referral_id, recover, now, random_ids())
+    except (MappingError, ServiceError) as exc:
+        raise click.ClickException(f"{file}: {exc.diagnostics} (HTTP equivalent {exc.status})") from exc
+    click.echo(bundle.model_dump_json(exclude_none=True, indent=2))
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+
+
+def _consult_for_referral(data: bytes, referral_id: str, recover: bool, now, new_id):  # noqa: ANN001, ANN202
+    """Map C-CDA bytes against a stored referral: patient checked, ServiceRequest linked, concordance summarised."""
+    from pathlib import Path
+
+    from fhir.resources.R4B.bundle import Bundle
+    from lxml import etree
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from mappers.ccda.parser import parse_ccda
+    from service.consults import build_consult_document
+    from service.errors import NotFound
+    from service.referrals import consult_context
+    from service.store.repository import ReferralRepository, build_engine, database_url
+
+    url = make_url(database_url(_bare_app()))
+    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
+        raise click.ClickException(f"no database at {url.database}: set SECOND_OPINION_DATABASE_URL to the "
+                                   "service's database")
+    engine = build_engine(url.render_as_string(hide_password=False))
+    try:
+        referral = ReferralRepository(engine).get(referral_id)
+    except NotFound as exc:
+        raise click.ClickException(f"no referral {referral_id} in the database "
+                                   f"{engine.url.render_as_string(hide_password=True)}") from exc
+    except SQLAlchemyError as exc:
+        raise click.ClickException(f"cannot read referrals from {engine.url.render_as_string(hide_password=True)} "
+                                   f"({type(exc).__name__}); set SECOND_OPINION_DATABASE_URL or run "
+                                   "`second-opinion db upgrade`") from exc
+    finally:
+        engine.dispose()
+    if recover:
+        parsed = parse_ccda(data, allow_recover=True)  # the service never recovers; the CLI may, when asked
+        data = etree.tostring(parsed.root, xml_declaration=True, encoding="UTF-8")
+    packet = Bundle.model_validate_json(referral.packet_json)
+    built = build_consult_document(data, "application/cda+xml", consult_context(referral, packet), packet,
+                                   now=now, new_id=new_id)
+    return built.bundle, built.warnings
 
 
 if __name__ == "__main__":

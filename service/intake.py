@@ -10,7 +10,7 @@ from fhir.resources.R4B.composition import Composition
 from lxml import etree
 from pydantic import ValidationError
 
-from mappers.errors import MappingError
+from mappers.errors import MappingError, describe_validation_error
 from mappers.fhirxml import FHIR_NS, declares_dtd, parse_fhir_xml
 from service.errors import InvalidRequest, UnsupportedMediaType
 
@@ -124,17 +124,6 @@ def root_namespace(data: bytes) -> str | None:
     return None
 
 
-def parse_fhir_consult(data: bytes, content_type: str | None) -> Bundle | Composition:
-    """Parse a consult sent as FHIR JSON or FHIR XML: a document Bundle, a Bundle holding a Composition, or a
-    Composition (C-CDA is read by service.consults)."""
-    fmt = consult_format(data, content_type)
-    if fmt == "fhir-xml":
-        return parse_fhir_xml_consult(data)
-    if fmt != "fhir-json":
-        raise UnsupportedMediaType(f"{media_type(content_type)} is not a FHIR media type")
-    return parse_fhir_json_consult(data)
-
-
 def parse_fhir_xml_consult(data: bytes) -> Bundle | Composition:
     """Parse a consult sent as FHIR XML (hardened: no DTDs, entities or network; see mappers/fhirxml.py)."""
     resource = parse_fhir_xml(data, CONSULT_ROOTS)
@@ -143,7 +132,7 @@ def parse_fhir_xml_consult(data: bytes) -> Bundle | Composition:
 
 
 def parse_fhir_json_consult(data: bytes) -> Bundle | Composition:
-    """Parse a consult sent as FHIR JSON."""
+    """Parse a consult sent as FHIR JSON: a document Bundle, a Bundle holding a Composition, or a Composition."""
     body = parse_json_body(data)
     if not isinstance(body, dict) or body.get("resourceType") not in ("Bundle", "Composition"):
         raise MappingError("a consult must be a FHIR Bundle (document) or a Composition")
@@ -154,13 +143,6 @@ def parse_fhir_json_consult(data: bytes) -> Bundle | Composition:
         raise MappingError(f"the consult is not valid FHIR R4: {describe_validation_error(exc)}") from exc
     except RecursionError as exc:
         raise MappingError("the consult is not usable FHIR: nested too deeply") from exc
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    """The first few problems of a pydantic ValidationError as 'path: message' (no input values)."""
-    parts = []
-    for err in exc.errors()[:3]:
-        where = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
-        parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
-    more = f" (and {exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
-    return "; ".join(parts) + more
+    except (TypeError, LookupError, AttributeError) as exc:  # fhir_core validators that assume the JSON type
+        raise MappingError("the consult is not valid FHIR R4: an element holds a value of the wrong JSON type, "
+                           "or a resource has a missing or unknown resourceType") from exc

@@ -21,13 +21,13 @@ from mappers.packet import ReferralRequest, build_referral_bundle
 from mappers.referral import task_with_status
 from mappers.selection import history_before
 from mappers.validation import check_document_bundle
-from service.ehr.client import FhirClient
+from service.ehr.client import FhirClient, WriteResult
 from service.ehr.fetch import fetch_patient_record
 from service.errors import Conflict
 from service import consults
 from service.intake import ReferralInput
 from service.lifecycle import BUSINESS_STATUS, check_transition
-from service.store.repository import Consult, Referral, ReferralRepository, utcnow
+from service.store.repository import AuditEvent, Consult, Referral, ReferralRepository, utcnow
 from service.writeback_profiles import DEFAULT_PROFILE, PROFILES, WritebackProfile, shape_document_reference
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ def send_referral(client: FhirClient, repo: ReferralRepository, referral_id: str
     service_request = ServiceRequest.model_validate_json(referral.service_request_json)
     service_request.status = "active"
     sr_result = client.create(service_request, if_none_exist=identifier_query(service_request.identifier[0]))
+    _audit_write(repo, referral_id, actor, sr_result)
     service_request.id = sr_result.location.split("/", 1)[1]
 
     task = Task.model_validate_json(referral.task_json)
@@ -87,11 +88,19 @@ def send_referral(client: FhirClient, repo: ReferralRepository, referral_id: str
     task = task_with_status(task, "requested", now=datetime.now(UTC),
                             business_status=BUSINESS_STATUS["requested"])
     task_result = client.create(task, if_none_exist=identifier_query(task.identifier[0]))
+    _audit_write(repo, referral_id, actor, task_result)
     task.id = task_result.location.split("/", 1)[1]
     log.info("referral %s placed as %s and %s", referral_id, sr_result.location, task_result.location)
     return repo.transition(referral_id, "requested", actor=actor, reason="packet sent",
                            sent_at=utcnow(), ehr_service_request=sr_result.location, ehr_task=task_result.location,
                            service_request_json=to_json(service_request), task_json=to_json(task))
+
+
+def _audit_write(repo: ReferralRepository, referral_id: str, actor: str, result: WriteResult) -> None:
+    """Record one write to the EHR in the referral's audit trail (resource and status only)."""
+    repo.record_audit(AuditEvent(at=utcnow(), actor=actor, action="ehr.write", referral_id=referral_id,
+                                 resource=result.location, method="POST", http_status=result.status,
+                                 detail="created" if result.created else "already there (conditional create)"))
 
 
 def consult_context(referral: Referral, packet: Bundle | None = None) -> ConsultContext:

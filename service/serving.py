@@ -1,32 +1,45 @@
-"""Run the service's WSGI app with waitress, blocking or in a background thread."""
+"""Run the service's WSGI app: waitress for `serve`, a werkzeug server thread for the demo and tests."""
 
 import logging
 import threading
 
 from flask import Flask
 from waitress.server import create_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 log = logging.getLogger(__name__)
 
 
+class QuietRequestHandler(WSGIRequestHandler):
+    """No access log: request lines can carry identifiers (ids in paths, search parameters)."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
+
+
 class ServiceServer:
-    """The service on 127.0.0.1 (or another host) in a daemon thread; port 0 picks a free port."""
+    """The service on 127.0.0.1 (or another host) in a daemon thread; port 0 picks a free port.
+
+    It uses werkzeug's threaded server, which stops cleanly from another thread (waitress, used by
+    `second-opinion serve`, raises "Bad file descriptor" in its loop when closed that way).
+    """
 
     def __init__(self, app: Flask, host: str = "127.0.0.1", port: int = 0, threads: int = 8) -> None:
         self.app = app
-        self._server = create_server(app, host=host, port=port, threads=threads, ident="second-opinion")
-        self.url = f"http://{host}:{self._server.effective_port}"
+        self._server = make_server(host, port, app, threaded=True, request_handler=QuietRequestHandler)
+        self.url = f"http://{host}:{self._server.server_port}"
         self._thread: threading.Thread | None = None
 
     def start(self) -> "ServiceServer":
-        self._thread = threading.Thread(target=self._server.run, name="service-http", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="service-http", daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
         from service.queue import stop_consumer
 
-        self._server.close()
+        self._server.shutdown()
+        self._server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=10)
         stop_consumer(self.app)  # the in-process write-back consumer, if one was started

@@ -63,6 +63,19 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
+# The gaps each fixture patient was built with (fixtures/patients/README.md, completeness matrix):
+# (readiness item, what it is about) per patient; the complete patient has none.
+READINESS_GAPS: dict[str, set[tuple[str, str | None]]] = {
+    "so-prostate-patient": set(),
+    "so-breast-patient": {("operative-note", "Procedure/so-breast-proc-lumpectomy"),
+                          ("operative-note", "Procedure/so-breast-proc-sentinel-node")},
+    "so-ms-patient": {("discharge-summary", "Encounter/so-ms-enc-inpatient"), ("care-plan", None)},
+    "so-cad-patient": {("pathology-report", "Condition/so-cad-cond-colon-cancer"),
+                       ("medication-dosage", "MedicationStatement/so-cad-nitroglycerin-statement"),
+                       ("medication-dosage", "MedicationRequest/so-cad-nitroglycerin-request")},
+}
+
+
 def closed_port_url() -> str:
     """A FHIR base on 127.0.0.1 where nothing listens (connections are refused at once)."""
     import socket

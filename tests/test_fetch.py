@@ -6,7 +6,7 @@ import pytest
 import requests
 
 from fixtures.sandbox import SandboxServer
-from tests.conftest import assert_outcome, fixture_questions
+from tests.conftest import READINESS_GAPS, assert_outcome
 
 PROSTATE = "so-prostate-patient"
 
@@ -70,26 +70,15 @@ def test_generic_profile_gives_both_statements_and_requests(client, ehr) -> None
     assert meds["MedicationStatement"] and meds["MedicationRequest"]
 
 
-EXPECTED_GAPS = {  # fixtures/patients/README.md, completeness matrix
-    "so-prostate-patient": set(),
-    "so-breast-patient": {("operative-note", "Procedure/so-breast-proc-lumpectomy"),
-                          ("operative-note", "Procedure/so-breast-proc-sentinel-node")},
-    "so-ms-patient": {("discharge-summary", "Encounter/so-ms-enc-inpatient"), ("care-plan", None)},
-    "so-cad-patient": {("pathology-report", "Condition/so-cad-cond-colon-cancer"),
-                       ("medication-dosage", "MedicationStatement/so-cad-nitroglycerin-statement"),
-                       ("medication-dosage", "MedicationRequest/so-cad-nitroglycerin-request")},
-}
-
-
-@pytest.mark.parametrize("patient", sorted(EXPECTED_GAPS))
+@pytest.mark.parametrize("patient", sorted(READINESS_GAPS))
 def test_readiness_flags_what_is_really_missing(client, patient: str) -> None:  # noqa: ANN001
     referral, packet = packet_of(client, patient)
     gaps = {(i["item"], i.get("about")) for i in referral["readiness"] if i["status"] != "ok"}
-    assert gaps == EXPECTED_GAPS[patient]
+    assert gaps == READINESS_GAPS[patient]
     assert all(i["message"] for i in referral["readiness"])
     readiness = next(s for s in packet["entry"][0]["resource"]["section"] if s["title"].startswith("Readiness"))
     text = readiness["text"]["div"]
-    assert ("Missing" in text) == bool(EXPECTED_GAPS[patient])
+    assert ("Missing" in text) == bool(READINESS_GAPS[patient])
 
 
 def test_since_leaves_out_old_history_but_keeps_what_is_active(client, ehr) -> None:  # noqa: ANN001

@@ -233,3 +233,11 @@ def test_write_back_refused_by_the_ehr_fails_with_the_reason(client, ehr) -> Non
     assert done["status"] == "failed"
     assert "400" in done["writeback"]["last_error"]
     assert json.dumps(done).count("Traceback") == 0
+
+
+def test_sending_records_both_ehr_writes_in_the_audit(client) -> None:  # noqa: ANN001
+    referral_id = sent_referral(client, sorted(fixture_questions())[0])
+    sent = client.get(f"/api/referrals/{referral_id}").get_json()
+    audit = client.get(f"/api/referrals/{referral_id}/audit").get_json()
+    writes = {(e["resource"], e["method"], e["status"]) for e in audit if e["action"] == "ehr.write"}
+    assert {(sent["service_request"], "POST", 201), (sent["task"], "POST", 201)} <= writes

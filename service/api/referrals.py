@@ -3,6 +3,7 @@
 from flask import Blueprint, current_app, request, url_for
 
 from service import queue, referrals, writeback
+from service.auth import launched_user
 from service.api.responses import fhir_format, fhir_response, json_response
 from service.ehr.connection import get_client
 from service.errors import NotFound
@@ -14,8 +15,13 @@ bp = Blueprint("referrals", __name__, url_prefix="/api/referrals")
 
 
 def _actor() -> str:
-    """Who is acting (the authenticated user once SMART auth is in; the API caller until then)."""
-    return "api"
+    """Who is acting: the launched clinician (their fhirUser), or "api" for a server-to-server caller."""
+    return launched_user() or "api"
+
+
+def _ehr_of(referral_id: str) -> str:
+    """The FHIR base of the EHR a referral belongs to (NotFound for an unknown referral)."""
+    return get_repository().get(referral_id).ehr_base_url
 
 
 def _referral_body(referral_id: str) -> dict:
@@ -60,7 +66,7 @@ def receive_consult(referral_id: str):
     """Accept the consultant's answer; it is stored, then written back to the EHR."""
     app = current_app._get_current_object()
     referrals.receive_consult(get_repository(), referral_id, request.get_data(), request.headers.get("Content-Type"),
-                              actor=_actor(), profile=writeback.profile_for(app))
+                              actor=_actor(), profile=writeback.profile_for(app, _ehr_of(referral_id)))
     queue.enqueue_writeback(app, referral_id)  # the outbox rows are committed: durable even if this enqueue fails
     location = url_for("referrals.get_referral", referral_id=referral_id, _external=True)
     return json_response(_referral_body(referral_id), 202, {"Location": location})
@@ -91,7 +97,7 @@ def change_status(referral_id: str, action: str):
     """Accept, reject (reason required), start or cancel (reason required) a referral; 409 if not allowed now."""
     reason = action_reason(action, parse_json_body(request.get_data()) if request.get_data() else None)
     app = current_app._get_current_object()
-    profile = writeback.profile_for(app)
+    profile = writeback.profile_for(app, _ehr_of(referral_id))
     get_repository().transition(referral_id, ACTIONS[action].target, actor=_actor(), reason=reason,
                                 mirror_profile=profile.name if profile.task_writes else None)
     queue.enqueue_writeback(app, referral_id)  # the EHR's Task follows (where the profile writes Tasks)

@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 
+from service.auth.discovery import SmartServer
 from service.ehr.client import FhirClient
 from service.ehr.fetch import plan_searches, supported_types
 from service.errors import ServiceError
@@ -24,7 +25,7 @@ class CapabilityReport:
     medications_from: list[str] = field(default_factory=list)
     everything: bool = False
     writes: dict[str, bool] = field(default_factory=dict)
-    smart: dict | None = None
+    smart: SmartServer | None = None
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -33,9 +34,9 @@ class CapabilityReport:
         return not self.problems
 
 
-def capability_report(client: FhirClient, smart_configuration: dict | None = None) -> CapabilityReport:
+def capability_report(client: FhirClient, smart: SmartServer | None = None) -> CapabilityReport:
     """Read /metadata and say which of our searches and writes the server supports."""
-    report = CapabilityReport(base_url=client.base_url, smart=smart_configuration)
+    report = CapabilityReport(base_url=client.base_url, smart=smart)
     try:
         statement = client.capabilities()
     except ServiceError as exc:

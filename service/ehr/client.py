@@ -19,6 +19,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
+from mappers.errors import describe_validation_error
 from service.errors import Conflict, NotFound, UpstreamError, UpstreamTimeout
 
 log = logging.getLogger(__name__)
@@ -125,25 +126,10 @@ class FhirClient:
             statement = CapabilityStatement.model_validate(data)
         except ValidationError as exc:
             raise UpstreamError(f"the server's /metadata is not a valid R4 CapabilityStatement: "
-                                f"{_first_error(exc)}") from exc
+                                f"{describe_validation_error(exc)}") from exc
         with _capabilities_lock:
             _capabilities[self.base_url] = statement
         return statement
-
-    def smart_configuration(self) -> dict | None:
-        """The server's /.well-known/smart-configuration, or None when it publishes none."""
-        try:
-            resp = self.session.get(self._url(".well-known/smart-configuration"), timeout=self.timeout,
-                                    headers={"Accept": "application/json"}, allow_redirects=False)
-        except requests.RequestException:
-            return None
-        if resp.status_code != 200:
-            return None
-        try:
-            data = resp.json()
-        except ValueError:
-            return None
-        return data if isinstance(data, dict) else None
 
     # -- reads -------------------------------------------------------------------------------------
     def read(self, resource_type: str, resource_id: str) -> Resource:
@@ -371,19 +357,13 @@ def _to_model(data: dict) -> Resource:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise UpstreamError(f"{resource_type} from the EHR is not valid R4: {_first_error(exc)}") from exc
+        raise UpstreamError(f"{resource_type} from the EHR is not valid R4: {describe_validation_error(exc)}") from exc
 
 
 def _to_json(resource: Resource | dict) -> dict:
     if isinstance(resource, dict):
         return resource
     return resource.model_dump(mode="json", exclude_none=True)
-
-
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err.get("loc", ()))
-    return f"{where}: {err.get('msg')}" if where else str(err.get("msg"))
 
 
 def _origin(url: str) -> tuple[str, str]:

@@ -69,11 +69,14 @@ class SekmetProcess:
         self.proc: subprocess.Popen | None = None
         self._log = None
 
+    def settings_yaml(self) -> str:
+        """sekmet's settings file: 127.0.0.1 only, simulator off (subclasses add to it)."""
+        return (f"base_url: {self.base_url}\nhost: 127.0.0.1\nport: {self.port}\ndata_dir: {self.workdir / 'data'}\n"
+                "simulator:\n  enabled: false\nlog_inbound: false\n")
+
     def start(self) -> "SekmetProcess":
         settings = self.workdir / "settings.yaml"
-        settings.write_text(
-            f"base_url: {self.base_url}\nhost: 127.0.0.1\nport: {self.port}\ndata_dir: {self.workdir / 'data'}\n"
-            "simulator:\n  enabled: false\nlog_inbound: false\n", "utf-8")
+        settings.write_text(self.settings_yaml(), "utf-8")
         self._log = (self.workdir / "sekmet.log").open("wb")
         self.proc = subprocess.Popen([self.executable, "serve", "--config", str(settings), "--host", "127.0.0.1",
                                       "--port", str(self.port)], cwd=self.workdir, stdout=self._log,
