@@ -1,6 +1,8 @@
 """Shared test fixtures: the sandbox EHR on a free 127.0.0.1 port, the app, and helpers."""
 
 import json
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -78,12 +80,41 @@ READINESS_GAPS: dict[str, set[tuple[str, str | None]]] = {
 
 def closed_port_url() -> str:
     """A FHIR base on 127.0.0.1 where nothing listens (connections are refused at once)."""
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}/fhir"
+
+
+@pytest.fixture
+def loopback_listener() -> Iterator[tuple[int, list[bytes]]]:
+    """A TCP listener on 127.0.0.1 that records every connection it receives (there must be none)."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(5)
+    server.settimeout(0.2)
+    received: list[bytes] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(0.5)
+                try:
+                    received.append(conn.recv(1024) or b"<connected>")
+                except OSError:
+                    received.append(b"<connected>")
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1], received
+    stop.set()
+    thread.join(timeout=2)
+    server.close()
 
 
 def fixture_questions() -> dict:

@@ -1,7 +1,6 @@
 """Consults in every form (FHIR JSON, FHIR XML, C-CDA) over the API: the second opinion's conclusions, bad input."""
 
 import os
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -239,42 +238,16 @@ def watched_file(tmp_path: Path) -> Iterator[tuple[Path, Callable[[], bool]]]:
     os.close(reader)
 
 
-@pytest.fixture
-def listener() -> Iterator[tuple[str, list[bytes]]]:
-    """An HTTP-ish listener on 127.0.0.1 that records every connection (there must be none)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(5)
-    server.settimeout(0.1)
-    received: list[bytes] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                continue
-            with conn:
-                received.append(b"<connected>")
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}/consult.dtd", received
-    stop.set()
-    thread.join(timeout=2)
-    server.close()
-
-
 HOSTILE_CASES = [(name, ct) for name in sorted(p.name for p in HOSTILE.glob("*.xml"))
                  for ct in ((FHIR_XML, "application/xml") if name.endswith(".fhir.xml") else (CDA_XML, "text/xml"))]
 
 
 @pytest.mark.parametrize("name,content_type", HOSTILE_CASES, ids=[f"{n}-{c}" for n, c in HOSTILE_CASES])
-def test_hostile_xml_is_400_reads_no_file_and_opens_no_connection(client, watched_file, listener, name: str,
+def test_hostile_xml_is_400_reads_no_file_and_opens_no_connection(client, watched_file, loopback_listener, name: str,
                                                                    content_type: str) -> None:  # noqa: ANN001
     fifo, opened = watched_file
-    dtd_url, connections = listener
+    port, connections = loopback_listener
+    dtd_url = f"http://127.0.0.1:{port}/consult.dtd"
     referral_id, _ = sent_referral(client)
     body = (HOSTILE / name).read_bytes().replace(b"@FILE_URL@", f"file://{fifo}".encode()).replace(
         b"@DTD_URL@", dtd_url.encode())
