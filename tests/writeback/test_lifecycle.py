@@ -144,7 +144,8 @@ def test_audit_records_packet_reads_and_every_ehr_write_without_patient_data(san
     assert ("packet.read", "GET", "Bundle", 200) in actions
     assert ("consult.read", "GET", "consult", 200) in actions
     writes = [(m, r, s) for a, m, r, s in actions if a == "ehr.write"]
-    assert writes == [("POST", "Bundle", 201), ("POST", "DocumentReference", 201), ("PUT", "Task", 200),
+    assert writes == [("POST", "ServiceRequest", 201), ("POST", "Task", 201),  # placing the order (send)
+                      ("POST", "Bundle", 201), ("POST", "DocumentReference", 201), ("PUT", "Task", 200),
                       ("PUT", "Provenance", 201)]
     assert all(e["actor"] and e["at"] for e in audit)
     patient = sandbox.store.get("Patient", sorted(fixture_questions())[0])
