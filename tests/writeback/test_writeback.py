@@ -179,3 +179,18 @@ def test_inline_and_off_modes(mode: str, sandbox, make_app) -> None:  # noqa: AN
     assert accepted.status_code == 202
     expected = {"inline": "completed", "off": "in-progress"}[mode]
     assert client.get(f"/api/referrals/{referral_id}").get_json()["status"] == expected
+
+
+def test_the_whole_referral_loop_over_http_completes_on_each_database(database_url: str, sandbox,
+                                                                      make_app) -> None:  # noqa: ANN001
+    from service.demo import run_referral
+    from service.serving import ServiceServer
+
+    app = make_app(FHIR_BASE_URL=sandbox.base_url, DATABASE_URL=database_url)
+    with ServiceServer(app) as server:
+        result = run_referral(server.url, "so-prostate-patient", "Is surgery the right choice?", [],
+                              say=lambda _message: None)
+    assert result.referral["status"] == "completed", result.referral.get("writeback")
+    docref = sandbox.store.get("DocumentReference", result.document_reference.split("/")[1])
+    assert docref["subject"]["reference"] == "Patient/so-prostate-patient"
+    assert history(app.test_client(), result.referral["id"]) == ["draft", "requested", "in-progress", "completed"]
