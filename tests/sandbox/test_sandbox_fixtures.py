@@ -36,7 +36,6 @@ def loaded() -> Any:
         yield server
 
 
-@pytest.mark.skipif(not FIXTURE_FILES, reason="no patient fixtures yet")
 @pytest.mark.parametrize("path", FIXTURE_FILES, ids=lambda path: path.stem)
 def test_each_patient_fixture_is_served_after_startup(loaded: SandboxServer, make_fhir: Any, path: Path) -> None:
     fhir = make_fhir(loaded)

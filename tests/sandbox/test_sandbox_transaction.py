@@ -46,7 +46,6 @@ def synthea() -> Iterator[tuple[SandboxServer, dict[str, requests.Response], dic
         yield server, responses, seconds
 
 
-@pytest.mark.skipif(not SYNTHEA_FILES, reason="no Synthea corpus on this machine")
 @pytest.mark.parametrize("path", SYNTHEA_FILES, ids=lambda path: path.name.split("_")[1])
 def test_synthea_bundle_loads_with_one_post_and_every_reference_resolves(
         synthea: tuple[SandboxServer, dict[str, requests.Response], dict[str, float]], path: Path) -> None:
@@ -76,7 +75,6 @@ def test_synthea_bundle_loads_with_one_post_and_every_reference_resolves(
             assert server.store.get(match[1], match[2]) is not None, reference
 
 
-@pytest.mark.skipif(not SYNTHEA_FILES, reason="no Synthea corpus on this machine")
 def test_synthea_patients_are_searchable_by_patient(
         synthea: tuple[SandboxServer, dict[str, requests.Response], dict[str, float]], make_fhir: Any) -> None:
     server = synthea[0]
