@@ -1,7 +1,6 @@
 """Fixtures for SMART tests: the sandbox behind SMART, the service on a real port, keys made at run time, sekmet."""
 
 import json
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -16,7 +15,7 @@ from fixtures.sandbox import SandboxServer, SmartOptions
 from fixtures.sandbox.smart import SMART_KEY
 from service.ehr.connection import EXTENSION as EHR_SESSION
 from service.serving import ServiceServer
-from tests.e2e.servers import SekmetProcess, sekmet_executable
+from tests.e2e.servers import SekmetProcess, require_sekmet
 
 PATIENT_A = "so-ms-patient"
 PATIENT_B = "so-cad-patient"
@@ -137,9 +136,4 @@ class SekmetWithSmart(SekmetProcess):
 @pytest.fixture
 def sekmet_executable_or_fail() -> str:
     """The sekmet command; in CI its absence fails the test instead of skipping it."""
-    executable = sekmet_executable()
-    if executable is None:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail("sekmet-fhir is not installed: .ci/run must install it and set SEKMET_BIN")
-        pytest.skip("sekmet-fhir not installed here (set SEKMET_BIN; .ci/run installs it in its own venv)")
-    return executable
+    return require_sekmet()

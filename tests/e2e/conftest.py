@@ -1,13 +1,12 @@
 """The end-to-end suite runs once per FHIR server: the sandbox EHR and sekmet-fhir."""
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import FIXTURE_PATIENTS
-from tests.e2e.servers import FhirServer, SekmetProcess, sekmet_executable
+from tests.e2e.servers import FhirServer, SekmetProcess, require_sekmet
 
 SERVERS = ["sandbox", "sekmet"]
 
@@ -20,11 +19,7 @@ def _load_fixture_patients(server: FhirServer) -> None:
 
 @pytest.fixture(scope="session")
 def sekmet_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirServer]:
-    executable = sekmet_executable()
-    if executable is None:
-        if os.environ.get("CI"):
-            pytest.fail("sekmet-fhir is not installed: .ci/run must install it and set SEKMET_BIN")
-        pytest.skip("sekmet-fhir not installed here (set SEKMET_BIN; .ci/run installs it in its own venv)")
+    executable = require_sekmet()
     process = SekmetProcess(executable, Path(tmp_path_factory.mktemp("sekmet"))).start()
     server = FhirServer("sekmet", process.base_url)
     try:

@@ -2,7 +2,6 @@
 
 import base64
 import json
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +18,7 @@ from mappers.docref import FHIR_JSON, XHTML_UTF8, build_document_reference, rend
 from service.store.repository import get_repository
 from service.writeback_profiles import PROFILES, get_profile, shape_document_reference
 from tests.conftest import FIXTURE_PATIENTS, fixture_questions
-from tests.e2e.servers import FhirServer, SekmetProcess, sekmet_executable
+from tests.e2e.servers import FhirServer, SekmetProcess, require_sekmet
 from tests.writeback.helpers import post_consult, request_count, sent_referral, wait_for_statuses
 
 NOW = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
@@ -132,11 +131,7 @@ def test_docref_only_writes_no_bundle(sandbox, make_app) -> None:  # noqa: ANN00
 
 @pytest.fixture(scope="module")
 def sekmet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirServer]:
-    executable = sekmet_executable()
-    if executable is None:
-        if os.environ.get("CI"):
-            pytest.fail("sekmet-fhir is not installed: .ci/run must install it and set SEKMET_BIN")
-        pytest.skip("sekmet-fhir not installed here (set SEKMET_BIN; .ci/run installs it in its own venv)")
+    executable = require_sekmet()
     process = SekmetProcess(executable, Path(tmp_path_factory.mktemp("sekmet-writeback"))).start()
     server = FhirServer("sekmet", process.base_url)
     try:
