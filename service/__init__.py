@@ -22,7 +22,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     logging.getLogger("service").setLevel(app.config["LOG_LEVEL"])
 
     from service import auth
-    from service.api import cds_hooks, health, launch, referrals
+    from service.api import cds_hooks, health, launch, referrals, token
     from service.ehr import connection
     from service.store import repository
     from service import queue, writeback
@@ -34,6 +34,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(referrals.bp)
     app.register_blueprint(launch.bp)
+    app.register_blueprint(token.bp)  # access tokens for server-to-server API callers (API_AUTH=token)
     cds_hooks.init_app(app)  # CDS Hooks services and GET /openapi.json (issue 8)
     writeback.init_app(app)
     queue.init_app(app)  # the durable write-back queue (issue 6); consumers are started by serve, demo, worker

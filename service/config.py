@@ -44,7 +44,11 @@ DEFAULTS: dict[str, Any] = {
     "TENANTS_FILE": None,             # or a JSON file with them
     "JWT_KEY_FILES": None,            # more PEM private keys whose public halves /.well-known/jwks.json serves
     "API_AUTH": "open",               # "open": callers without a launch act with the service's own EHR credentials;
-                                      # "session": /api needs a launched session
+                                      # "session": /api needs a launched session; "token": a launched session or
+                                      # an access token from POST /auth/token (server-to-server callers)
+    "API_CLIENTS": None,              # JSON list of API callers: [{"client_id", "jwks_url" | "jwks", "scopes", "fhir_servers"?}]
+    "API_JWT_ALGORITHMS": ["RS384", "ES384"],  # client assertions (SMART Backend Services)
+    "API_TOKEN_LIFETIME_S": 300,      # access tokens we issue to API callers
     "TOKEN_REFRESH_MARGIN_S": 60,     # refresh a launched session's access token this long before it expires
     "LAUNCH_SESSION_LIFETIME_S": 12 * 3600,  # a launched session ends after this, whatever its tokens say
     "SESSION_COOKIE_NAME": "second_opinion_session",

@@ -116,7 +116,9 @@ def register_error_handlers(app: Flask) -> None:
     def _service_error(exc: ServiceError) -> Response:
         level = logging.WARNING if exc.status < 500 else logging.ERROR
         log.log(level, "%s %s: %s", exc.status, type(exc).__name__, exc.diagnostics)
-        return outcome_response(exc.status, exc.issue_code, exc.diagnostics, upstream=exc.upstream)
+        challenge = {"WWW-Authenticate": 'Bearer realm="second-opinion"'} if exc.status == 401 else None  # rfc6750 §3
+        return outcome_response(exc.status, exc.issue_code, exc.diagnostics, upstream=exc.upstream,
+                                headers=challenge)
 
     @app.errorhandler(MappingError)
     def _mapping_error(exc: MappingError) -> Response:

@@ -135,10 +135,11 @@ def wait_for_status(client: FlaskClient, referral_id: str, statuses: tuple[str, 
 
 
 def assert_outcome(resp, status: int, code: str | None = None) -> dict:  # noqa: ANN001
-    """The response is an OperationOutcome with this HTTP status (and issue code)."""
-    assert resp.status_code == status, resp.get_data(as_text=True)[:500]
+    """The response (Flask test client's or requests') is an OperationOutcome with this status (and issue code)."""
+    text = resp.get_data(as_text=True) if hasattr(resp, "get_data") else resp.text
+    assert resp.status_code == status, text[:500]
     assert resp.headers["Content-Type"].startswith("application/fhir+json")
-    body = resp.get_json()
+    body = json.loads(text)
     assert body["resourceType"] == "OperationOutcome"
     if code is not None:
         assert body["issue"][0]["code"] == code, body

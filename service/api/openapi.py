@@ -117,6 +117,16 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/.well-known/jwks.json"): op(
         "Our public keys (JWK Set) for backend-services client assertions", "smart",
         content=_json({"type": "object", "properties": {"keys": {"type": "array", "items": OBJECT}}})),
+    ("POST", "/auth/token"): op(
+        "Access token for a server-to-server API caller (SMART Backend Services: client_credentials with a "
+        "signed client assertion)", "smart",
+        content=_json({"type": "object", "properties": {"access_token": {"type": "string"},
+                                                        "token_type": {"type": "string"},
+                                                        "expires_in": {"type": "integer"},
+                                                        "scope": {"type": "string"}}}),
+        body={"application/x-www-form-urlencoded": {"schema": OBJECT}},
+        description="Used with SECOND_OPINION_API_AUTH=token. Errors are RFC 6749 §5.2 JSON "
+                    "({error, error_description}): 400, or 401 for invalid_client."),
     ("GET", "/cds-services"): op(
         "CDS Hooks discovery: the second-opinion referral services", "cds-hooks", content=_json("CdsDiscovery"),
         description="CDS Hooks 2.0 §Discovery. One service per hook: second-opinion-referral (order-sign) and "

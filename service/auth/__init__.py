@@ -4,6 +4,7 @@
 patient-isolation check; ``client_auth(app)`` says which EHR a request talks to and with what credentials.
 """
 
+import logging
 import os
 import secrets
 import threading
@@ -13,6 +14,7 @@ from pathlib import Path
 from flask import Flask, current_app
 from requests.auth import AuthBase
 
+from service.auth.api_tokens import ApiTokens, parse_api_clients
 from service.auth.backend import BackendTokens
 from service.auth.discovery import discover
 from service.auth.keys import SigningKey, load_signing_key, public_jwks
@@ -23,8 +25,10 @@ from service.auth.tenants import Tenant, load_tenants, normalize_iss
 from service.auth.http import RenewingBearerAuth, StaticBearerAuth
 from service.errors import ConfigurationError, Unauthorized
 
+log = logging.getLogger(__name__)
+
 EXTENSION = "second_opinion.auth"
-API_AUTH_MODES = ("open", "session")
+API_AUTH_MODES = ("open", "session", "token")
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class AuthState:
                 self.keys[tenant.iss] = load_signing_key(tenant.private_key_file, kid=tenant.kid, alg=tenant.alg)
         self._backend: dict[str, BackendTokens] = {}
         self._backend_lock = threading.Lock()
+        self.api_tokens = _api_tokens(app, store.engine)
 
     def tenant(self, iss: str | None) -> Tenant | None:
         return self.tenants.get(normalize_iss(iss)) if iss else None
@@ -87,7 +92,6 @@ def init_app(app: Flask) -> None:
         raise ConfigurationError(f"SECOND_OPINION_API_AUTH must be one of {', '.join(API_AUTH_MODES)}")
     _ensure_secret_key(app)
     store = TokenStore(get_repository(app).engine, str(app.config["SECRET_KEY"]).encode("utf-8"))
-    store.create_tables()
     app.extensions[EXTENSION] = AuthState(app, store)
     isolation.init_app(app)
 
@@ -98,9 +102,15 @@ def get_auth(app: Flask | None = None) -> AuthState:
 
 
 def launched_user(app: Flask | None = None) -> str | None:
-    """The fhirUser of this request's launched session (for "who did it" in transitions and audit), or None."""
+    """Who acts in this request (for transitions and audit): the launched session's fhirUser, or the API client
+    ("client/<client_id>") that authenticated with an access token; None otherwise."""
+    from service.auth.api_access import api_client_id
+
     launch = current_launch(get_auth(app).store)
-    return launch[1].fhir_user if launch is not None else None
+    if launch is not None:
+        return launch[1].fhir_user
+    client_id = api_client_id()
+    return f"client/{client_id}" if client_id else None
 
 
 def client_auth(app: Flask, base_url: str | None = None) -> ClientAuth | None:
@@ -134,6 +144,20 @@ def _server_auth(state: AuthState, tenant: Tenant) -> AuthBase | None:
         raise Unauthorized(f"the EHR at {tenant.iss} needs a SMART launch: open the app from the patient's chart "
                            "(or configure backend-services keys for this tenant)")
     return None
+
+
+def _api_tokens(app: Flask, engine) -> ApiTokens:  # noqa: ANN001 - the store's Engine
+    """The token issuer and checker for server-to-server API callers (API_CLIENTS; checked at startup)."""
+    from service.cds.auth import JwksCache
+    from service.cds.hooks import build_ehr_session
+    from service.cds.store import CdsStore
+
+    clients, trusted = parse_api_clients(app.config.get("API_CLIENTS"))
+    if app.config["API_AUTH"] == "token" and not clients:
+        log.warning("API_AUTH=token but no API_CLIENTS: only launched sessions can use the API")
+    return ApiTokens(engine, clients, trusted, keys=JwksCache(build_ehr_session(), ttl_s=300.0),
+                     algorithms=app.config["API_JWT_ALGORITHMS"], leeway_s=float(app.config["CDS_JWT_LEEWAY_S"]),
+                     lifetime_s=float(app.config["API_TOKEN_LIFETIME_S"]), remember_jti=CdsStore(engine).remember_jti)
 
 
 def _ensure_secret_key(app: Flask) -> None:

@@ -49,8 +49,13 @@ def enforce_patient_isolation() -> None:
         return
     launch = current_launch(get_auth().store)
     if launch is None:
-        if current_app.config["API_AUTH"] == "session":
+        mode = current_app.config["API_AUTH"]
+        if mode == "session":
             raise Unauthorized("this API needs a launched session: open the app from the patient's chart in the EHR")
+        if mode == "token":
+            from service.auth.api_access import require_api_token
+
+            require_api_token()  # a server-to-server caller, within its granted scopes
         return  # open API (the default): callers act with the service's own EHR credentials and scopes
     launched = launch[1]
     patients, encounters, referrals = _named(request.view_args or {})

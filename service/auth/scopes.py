@@ -32,3 +32,33 @@ def backend_scopes(*, v2: bool) -> str:
 
 def _scope(context: str, resource_type: str, permissions: str, v2: bool) -> str:
     return f"{context}/{resource_type}.{permissions if v2 else V1[permissions]}"
+
+
+# -- scopes we grant to API callers (service/auth/api_tokens.py) -------------------------------------------
+# SMART App Launch 2.x §Scopes for requesting FHIR Resources: `<context>/<resourceType | *>.<permissions>`,
+# permissions an ordered subset of "cruds" (v2), or v1's `read` (= rs), `write` (= cud) and `*` (= cruds).
+V2_PERMISSIONS = "cruds"
+V1_PERMISSIONS = {"read": "rs", "write": "cud", "*": "cruds"}
+
+
+def parse_scope(scope: str) -> tuple[str, str, str] | None:
+    """``system/Task.cu`` → ("system", "Task", "cu"); None when it is not a resource scope we understand."""
+    context, slash, rest = scope.partition("/")
+    resource, dot, permissions = rest.partition(".")
+    if not slash or not dot or context not in ("system", "user", "patient") or not resource:
+        return None
+    if not (resource == "*" or (resource.isalpha() and resource[0].isupper())):
+        return None
+    permissions = permissions.split("?")[0]  # v2 search-parameter restrictions are not granted here
+    permissions = V1_PERMISSIONS.get(permissions, permissions)
+    if not permissions or any(p not in V2_PERMISSIONS for p in permissions) or len(set(permissions)) != len(permissions):
+        return None
+    return context, resource, permissions
+
+
+def covers(granted: str, needed: str) -> bool:
+    """Does the granted scope allow everything the needed scope asks (same context, type or *, permissions ⊇)?"""
+    g, n = parse_scope(granted), parse_scope(needed)
+    if g is None or n is None or "?" in granted:
+        return False
+    return g[0] == n[0] and g[1] in ("*", n[1]) and set(n[2]) <= set(g[2])

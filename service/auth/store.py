@@ -17,7 +17,6 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import (Boolean, Column, Engine, Float, Integer, MetaData, String, Table, Text, delete, insert,
                         select, update)
-from sqlalchemy.exc import OperationalError, ProgrammingError
 
 metadata = MetaData()
 
@@ -52,6 +51,14 @@ launched_sessions = Table(
     Column("created_at", Float, nullable=False),
     Column("expires_at", Float, nullable=False),  # the session's own end, whatever the tokens say
     Column("ended", Boolean, nullable=False, default=False),
+)
+
+api_tokens = Table(  # access tokens we issued to server-to-server API callers (service/auth/api_tokens.py)
+    "api_tokens", metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("client_id", String(256), nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("expires_at", Float, nullable=False, index=True),
 )
 
 
@@ -92,20 +99,13 @@ class LaunchedSession:
 
 
 class TokenStore:
-    """Pending launches and launched sessions in the service's database (tables ``auth_*``)."""
+    """Pending launches and launched sessions in the service's database (tables ``auth_*``, made by the migrations)."""
 
     def __init__(self, engine: Engine, secret_key: bytes) -> None:
         self.engine = engine
         key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
                    info=b"second-opinion token store").derive(secret_key)
         self._fernet = Fernet(base64.urlsafe_b64encode(key))
-
-    def create_tables(self) -> None:
-        """Create the auth tables if missing (outside the referral migrations; safe to call from every worker)."""
-        try:
-            metadata.create_all(self.engine, checkfirst=True)
-        except (OperationalError, ProgrammingError):  # another worker created them at the same moment
-            metadata.create_all(self.engine, checkfirst=True)
 
     # -- pending launches -----------------------------------------------------------------------
     def add_pending(self, state: str, launch: PendingLaunch) -> None:

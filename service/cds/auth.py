@@ -39,6 +39,8 @@ MIN_REFRESH_S = 10.0
 JWKS_TIMEOUT_S = 5.0
 MAX_JWKS_BYTES = 256 * 1024
 CLIENT_FIELDS = {"iss", "jwks_url", "jwks", "fhir_servers"}
+NO_CDS_CLIENTS = ("no CDS clients are trusted: set SECOND_OPINION_CDS_CLIENTS to a JSON array of "
+                  '{"iss": ..., "jwks_url": ...} (or "jwks": {...})')
 
 
 @dataclass(frozen=True)
@@ -66,20 +68,12 @@ class VerifiedClient:
     client: TrustedClient | None  # None only with CDS_ALLOW_UNAUTHENTICATED
 
 
-def parse_clients(value: object) -> list[TrustedClient]:
+def parse_clients(value: object, setting: str = "SECOND_OPINION_CDS_CLIENTS") -> list[TrustedClient]:
     """Read CDS_CLIENTS (a JSON string from the environment, or a list); ConfigurationError on any problem."""
-    if value is None or value == "" or value == []:
-        return []
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError as exc:
-            raise ConfigurationError("SECOND_OPINION_CDS_CLIENTS is not valid JSON") from exc
-    if not isinstance(value, list):
-        raise ConfigurationError("SECOND_OPINION_CDS_CLIENTS must be a JSON array of {iss, jwks_url | jwks}")
+    value = load_json_setting(value, setting)
     clients: list[TrustedClient] = []
     for index, item in enumerate(value):
-        where = f"SECOND_OPINION_CDS_CLIENTS[{index}]"
+        where = f"{setting}[{index}]"
         if not isinstance(item, dict) or not isinstance(item.get("iss"), str) or not item["iss"]:
             raise ConfigurationError(f"{where} must be an object with a non-empty 'iss'")
         unknown = set(item) - CLIENT_FIELDS
@@ -99,6 +93,20 @@ def parse_clients(value: object) -> list[TrustedClient]:
         clients.append(TrustedClient(iss=item["iss"], jwks_url=item.get("jwks_url"), jwks=item.get("jwks"),
                                      fhir_servers=tuple(s.rstrip("/") for s in servers)))
     return clients
+
+
+def load_json_setting(value: object, setting: str) -> list:
+    """A setting that holds a JSON array (a string from the environment, or a list); [] when unset."""
+    if value is None or value == "" or value == []:
+        return []
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise ConfigurationError(f"{setting} is not valid JSON") from exc
+    if not isinstance(value, list):
+        raise ConfigurationError(f"{setting} must be a JSON array of objects")
+    return value
 
 
 def check_algorithms(value: object) -> list[str]:
@@ -166,12 +174,15 @@ class ClientVerifier:
     """Checks the CDS client's JWT on each call."""
 
     def __init__(self, clients: list[TrustedClient], *, algorithms: list[str], leeway_s: float,
-                 keys: JwksCache, remember_jti: Callable[[str, str, int], bool]) -> None:
+                 keys: JwksCache, remember_jti: Callable[[str, str, int], bool], who: str = "CDS client",
+                 unconfigured: str = NO_CDS_CLIENTS) -> None:
         self._clients = {c.iss: c for c in clients}
         self._algorithms = algorithms
         self._leeway_s = leeway_s
         self._keys = keys
         self._remember_jti = remember_jti  # False when (iss, jti) was seen before
+        self._who = who  # whose JWTs these are, for messages
+        self._unconfigured = unconfigured  # the message when nobody is trusted
 
     @property
     def configured(self) -> bool:
@@ -180,9 +191,19 @@ class ClientVerifier:
     def verify(self, authorization: str | None, audiences: list[str]) -> VerifiedClient:
         """Verify `Authorization: Bearer <JWT>` for a call to one of `audiences` (the endpoint's URLs)."""
         if not self._clients:
-            raise Unauthorized("no CDS clients are trusted: set SECOND_OPINION_CDS_CLIENTS to a JSON array of "
-                               '{"iss": ..., "jwks_url": ...} (or "jwks": {...})')
-        token = _bearer(authorization)
+            raise Unauthorized(self._unconfigured)
+        return self.verify_jwt(_bearer(authorization), audiences)
+
+    def verify_jwt(self, token: str, audiences: list[str], *, required: list[str] = REQUIRED_CLAIMS,
+                   subject_is_issuer: bool = False, max_lifetime_s: float | None = None) -> VerifiedClient:
+        """Verify a client-signed JWT for one of `audiences`.
+
+        For a SMART Backend Services client assertion (hl7.org/fhir/smart-app-launch/backend-services.html,
+        "Authenticating to the Token endpoint"): `sub` must equal `iss` (the client_id) and `exp` be at most
+        five minutes ahead (`max_lifetime_s=300`).
+        """
+        if not self._clients:
+            raise Unauthorized(self._unconfigured)
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
@@ -199,11 +220,15 @@ class ClientVerifier:
         iss = unverified.get("iss")
         client = self._clients.get(iss) if isinstance(iss, str) else None
         if client is None:
-            raise Unauthorized("JWT issuer is not a trusted CDS client")
+            raise Unauthorized(f"JWT issuer is not a trusted {self._who}")
         if "jku" in header and header["jku"] != client.jwks_url:
             raise Unauthorized("JWT jku is not the JWK Set URL configured for this issuer")
         jwk = self._keys.find_key(client, kid)
-        claims = self._decode(token, jwk, alg, client, audiences)
+        claims = self._decode(token, jwk, alg, client, audiences, required)
+        if subject_is_issuer and claims.get("sub") != client.iss:
+            raise Unauthorized("JWT sub must equal iss (the client_id)")
+        if max_lifetime_s is not None and claims["exp"] > time.time() + max_lifetime_s + self._leeway_s:
+            raise Unauthorized(f"JWT exp must be at most {int(max_lifetime_s)} seconds ahead")
         jti = claims["jti"]
         if not isinstance(jti, str) or not jti:
             raise Unauthorized("JWT jti must be a non-empty string")
@@ -212,17 +237,17 @@ class ClientVerifier:
         tenant = claims.get("tenant") if isinstance(claims.get("tenant"), str) else None
         return VerifiedClient(iss=client.iss, jti=jti, expires_at=int(claims["exp"]), tenant=tenant, client=client)
 
-    def _decode(self, token: str, jwk: dict, alg: str, client: TrustedClient, audiences: list[str]) -> dict:
+    def _decode(self, token: str, jwk: dict, alg: str, client: TrustedClient, audiences: list[str],
+                required: list[str]) -> dict:
         if jwk.get("use", "sig") != "sig":
             raise Unauthorized("the JWK for this kid is not a signing key")
         try:
             key = jwt.PyJWK(jwk, algorithm=jwk.get("alg") or alg)
             return jwt.decode(token, key=key, algorithms=[alg], audience=audiences, issuer=client.iss,
                               leeway=self._leeway_s,
-                              options={"require": REQUIRED_CLAIMS, "enforce_minimum_key_length": True})
+                              options={"require": required, "enforce_minimum_key_length": True})
         except jwt.InvalidAudienceError as exc:
-            raise Unauthorized("JWT aud is not this CDS Service endpoint's URL "
-                               f"(expected {audiences[0]})") from exc
+            raise Unauthorized(f"JWT aud is not this endpoint's URL (expected {audiences[0]})") from exc
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"JWT rejected: {exc}") from exc
 

@@ -69,8 +69,7 @@ class CdsStore:
     """Typed storage for the CDS Hooks endpoints; each method is one short transaction."""
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        metadata.create_all(engine)
+        self.engine = engine  # the tables are made by the store's migrations (0002)
 
     def record_cards(self, service_id: str, hook: str, hook_instance: str, cards: list[dict],
                      client: str | None) -> None:

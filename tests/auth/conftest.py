@@ -46,8 +46,10 @@ def serve(make_app) -> Iterator[Callable[..., tuple[Flask, str]]]:  # noqa: ANN0
     """Start the service on a free 127.0.0.1 port with config overrides; returns (app, url)."""
     servers: list[ServiceServer] = []
 
-    def factory(**config: object) -> tuple[Flask, str]:
+    def factory(before_start: Callable[[Flask], None] | None = None, **config: object) -> tuple[Flask, str]:
         app = make_app(WRITEBACK="inline", **config)
+        if before_start is not None:
+            before_start(app)  # e.g. add a route, which Flask allows only before the first request
         server = ServiceServer(app).start()
         servers.append(server)
         return app, server.url

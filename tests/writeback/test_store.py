@@ -13,7 +13,6 @@ from sqlalchemy import inspect
 
 from service.errors import ConfigurationError, Conflict, NotFound
 from service.store import migrations
-from service.store.models import Base
 from service.store.repository import AuditEvent, Consult, Referral, ReferralRepository, build_engine, utcnow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,12 +44,14 @@ def test_migrations_build_exactly_the_models(database_url: str) -> None:
     engine = build_engine(database_url)
     try:
         with engine.connect() as conn:
-            diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+            diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}),
+                                    migrations.target_metadata())
         assert diff == []
         assert migrations.current_revision(engine) == migrations.head_revision() == migrations.HEAD
         migrations.upgrade(engine)  # a second upgrade is a no-op
-        assert {"referrals", "transitions", "consults", "writeback_jobs", "writeback_steps", "audit"} <= set(
-            inspect(engine).get_table_names())
+        assert {"referrals", "transitions", "consults", "writeback_jobs", "writeback_steps", "audit",
+                "auth_pending_launches", "auth_sessions", "cds_card", "cds_feedback", "cds_jwt_seen",
+                "api_tokens"} <= set(inspect(engine).get_table_names())
     finally:
         engine.dispose()
 
@@ -88,6 +89,27 @@ def test_db_upgrade_command_creates_a_sqlite_file(tmp_path: Path) -> None:
     engine = build_engine(f"sqlite:///{db}")
     assert migrations.current_revision(engine) == migrations.head_revision()
     engine.dispose()
+
+
+def test_a_0001_database_whose_auth_and_cds_tables_came_from_create_all_upgrades(tmp_path: Path) -> None:
+    """Before 0002 the SMART and CDS tables were made at startup by create_all: upgrading keeps them and their rows."""
+    from service.auth.store import metadata as auth_metadata
+    from service.cds.store import metadata as cds_metadata
+
+    engine = build_engine(f"sqlite:///{tmp_path / 'at-0001.sqlite3'}")
+    try:
+        migrations.upgrade(engine, "0001")
+        cds_metadata.create_all(engine)
+        auth_metadata.create_all(engine, tables=[t for t in auth_metadata.sorted_tables if t.name != "api_tokens"])
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO cds_jwt_seen (iss, jti, expires_at) VALUES ('i', 'j', 1)")
+        migrations.upgrade(engine)
+        assert migrations.current_revision(engine) == migrations.HEAD
+        assert "api_tokens" in inspect(engine).get_table_names()
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM cds_jwt_seen").scalar() == 1
+    finally:
+        engine.dispose()
 
 
 def test_a_database_from_before_migrations_is_refused_clearly(tmp_path: Path) -> None:

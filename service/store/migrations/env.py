@@ -3,7 +3,7 @@
 from alembic import context
 from sqlalchemy import text
 
-from service.store.models import Base
+from service.store.migrations import target_metadata
 
 ADVISORY_LOCK_ID = 7_245_001  # any constant: serialises concurrent `db upgrade` runs on one PostgreSQL database
 
@@ -11,7 +11,7 @@ ADVISORY_LOCK_ID = 7_245_001  # any constant: serialises concurrent `db upgrade`
 def run_migrations_online() -> None:
     engine = context.config.attributes["engine"]
     with engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True,
+        context.configure(connection=connection, target_metadata=target_metadata(), render_as_batch=True,
                           compare_type=True)
         with context.begin_transaction():
             if connection.dialect.name == "postgresql":
