@@ -18,12 +18,15 @@ def main(verbose: bool) -> None:
 @main.command()
 @click.option("--once", is_flag=True, help="Run one referral end to end, print the summary and exit.")
 @click.option("--patient", default=None, help="Fixture patient id (default: the first fixture patient).")
-def demo(once: bool, patient: str | None) -> None:
+@click.option("--auth", type=click.Choice(["none", "smart"]), default="none", show_default=True,
+              help="smart: the sandbox requires SMART on FHIR; the referral runs in an EHR-launched session and "
+                   "the write-back uses backend services.")
+def demo(once: bool, patient: str | None, auth: str) -> None:
     """Start the sandbox EHR and the service, and run one second-opinion referral end to end."""
     from service.demo import DemoError, run_demo
 
     try:
-        sys.exit(run_demo(once=once, patient=patient, say=click.echo))
+        sys.exit(run_demo(once=once, patient=patient, auth=auth, say=click.echo))
     except DemoError as exc:
         raise click.ClickException(str(exc)) from exc
 

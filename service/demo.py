@@ -32,11 +32,11 @@ def default_questions() -> dict:
 
 
 def run_referral(service_url: str, patient_id: str, question: str, patient_questions: list[str],
-                 say=print) -> DemoResult:  # noqa: ANN001
-    """Draft, send, answer and write back one referral through the service's REST API."""
+                 say=print, http: requests.Session | None = None) -> DemoResult:  # noqa: ANN001
+    """Draft, send, answer and write back one referral through the service's REST API (in `http`'s session)."""
     from fixtures.consultant import consult_for_packet
 
-    http = requests.Session()
+    http = http or requests.Session()
     created = _ok(http.post(f"{service_url}/api/referrals", json={
         "patient": patient_id, "question": question, "patient_questions": patient_questions}, timeout=120))
     referral_id = created["id"]
@@ -81,23 +81,36 @@ class DemoError(Exception):
     """A step of the demo failed; the message says which."""
 
 
-def run_demo(*, once: bool, patient: str | None, say=print) -> int:  # noqa: ANN001
-    """Start the sandbox and the service, run one referral, print a summary; serve on unless once."""
+def run_demo(*, once: bool, patient: str | None, auth: str = "none", say=print) -> int:  # noqa: ANN001
+    """Start the sandbox and the service, run one referral, print a summary; serve on unless once.
+
+    auth "smart": the sandbox runs its SMART authorization server; the referral is made in a session launched
+    from the sandbox's chart (EHR launch with PKCE), and the write-back authenticates with backend services
+    (a key made for this run, registered at the sandbox by our JWKS URL).
+    """
     from fixtures.sandbox import SandboxServer
 
     questions = default_questions()
     patient_id = patient or next(iter(questions))
     asked = questions.get(patient_id, {"question": "Please review the diagnosis and the proposed treatment.",
                                        "patient_questions": []})
-    with tempfile.TemporaryDirectory(prefix="second-opinion-demo-") as tmp, SandboxServer() as ehr:
-        app = create_app({"FHIR_BASE_URL": ehr.base_url,
-                          "DATABASE_URL": f"sqlite:///{Path(tmp) / 'demo.sqlite3'}", "LOG_LEVEL": "WARNING"})
+    with tempfile.TemporaryDirectory(prefix="second-opinion-demo-") as tmp, \
+            SandboxServer(**({"auth": "smart"} if auth == "smart" else {})) as ehr:
+        config = {"FHIR_BASE_URL": ehr.base_url, "DATABASE_URL": f"sqlite:///{Path(tmp) / 'demo.sqlite3'}",
+                  "LOG_LEVEL": "WARNING"}
+        if auth == "smart":
+            key = write_demo_key(Path(tmp))
+            config["TENANTS"] = json.dumps([{"iss": ehr.base_url, "auth": "smart", "backend_client_id": BACKEND_CLIENT,
+                                             "private_key_file": str(key)}])
+        app = create_app(config)
         start_consumer(app)  # write-back runs in this process (the server's stop() ends it)
-        with ServiceServer(app) as service:
-            say(f"Sandbox EHR:  {ehr.base_url}")
+        with ServiceServer(app) as service, requests.Session() as http:
+            say(f"Sandbox EHR:  {ehr.base_url}" + (" (SMART on FHIR)" if auth == "smart" else ""))
             say(f"Service:      {service.url}")
+            if auth == "smart":
+                launch_from_chart(http, ehr.root_url, service.url, patient_id, say)
             say(f"Referring Patient/{patient_id} for a second opinion ...")
-            result = run_referral(service.url, patient_id, asked["question"], asked["patient_questions"], say)
+            result = run_referral(service.url, patient_id, asked["question"], asked["patient_questions"], say, http)
             print_summary(result, service.url, ehr.base_url, say)
             if result.referral["status"] != "completed":
                 return 1
@@ -109,6 +122,36 @@ def run_demo(*, once: bool, patient: str | None, say=print) -> int:  # noqa: ANN
                 except KeyboardInterrupt:
                     say("stopped")
     return 0
+
+
+BACKEND_CLIENT = "second-opinion-backend"
+
+
+def write_demo_key(folder: Path) -> Path:
+    """A private key for this run only (PEM, mode 0600, in the run's temporary folder): nothing secret is kept."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = folder / "backend-RS384.pem"
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    path.chmod(0o600)
+    return path
+
+
+def launch_from_chart(http: requests.Session, ehr_root: str, service_url: str, patient_id: str,
+                      say=print) -> None:  # noqa: ANN001
+    """Register our backend client (by JWKS URL) at the sandbox, then click the app in the patient's chart."""
+    _ok(http.post(f"{ehr_root}/_sandbox/clients", json={
+        "client_id": BACKEND_CLIENT, "jwks_url": f"{service_url}/.well-known/jwks.json",
+        "scope": "system/*.rs system/*.cu"}, timeout=30))
+    say(f"  registered backend client {BACKEND_CLIENT} (JWKS: {service_url}/.well-known/jwks.json)")
+    landed = http.get(f"{ehr_root}/_sandbox/launch-app", params={
+        "patient": patient_id, "launch_url": f"{service_url}/launch"}, timeout=60)
+    if landed.status_code != 200 or not landed.url.startswith(service_url):
+        raise DemoError(f"the SMART launch did not complete: {landed.status_code} at {landed.url.split('?')[0]}")
+    say(f"  launched from the chart (EHR launch, PKCE): session for Patient/{patient_id}")
 
 
 def print_summary(result: DemoResult, service_url: str, ehr_url: str, say=print) -> None:  # noqa: ANN001

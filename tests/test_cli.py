@@ -36,6 +36,17 @@ def test_demo_once_runs_the_loop_and_exits_0(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_demo_with_smart_launches_from_the_chart_and_writes_back_with_backend_services(tmp_path: Path) -> None:
+    """The sandbox enforces SMART scopes: the launch's patient/ and user/ scopes for the referral, the backend
+    client's system/ scopes for every write-back step (Provenance is a PUT, so it needs c and u)."""
+    result = subprocess.run([*CLI, "demo", "--once", "--auth", "smart"], cwd=tmp_path, env=clean_env(),
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "launched from the chart (EHR launch, PKCE)" in result.stdout
+    assert "referral status:    completed" in result.stdout
+    assert "Traceback" not in result.stderr and "refused" not in result.stderr
+
+
 def test_serve_without_an_ehr_refuses_to_start_and_says_what_to_set(tmp_path: Path) -> None:
     result = subprocess.run([*CLI, "serve"], cwd=tmp_path, env=clean_env(), capture_output=True, text=True,
                             timeout=60)

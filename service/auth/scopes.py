@@ -5,8 +5,10 @@ PATIENT_READ_TYPES = ("Patient", "Condition", "Procedure", "DiagnosticReport", "
                       "MedicationRequest", "AllergyIntolerance", "CarePlan", "DocumentReference", "Encounter", "Specimen")
 # Not patient data (what the fetch resolves from references): user/ scopes.
 SHARED_READ_TYPES = ("Medication", "Practitioner", "PractitionerRole", "Organization", "Location")
-WRITE_TYPES = ("DocumentReference", "Bundle", "ServiceRequest", "Provenance")
-UPDATE_TYPES = ("Task",)  # created when a referral is sent, completed by the write-back
+WRITE_TYPES = ("DocumentReference", "Bundle", "ServiceRequest")  # conditional creates
+# PUT: the Task (created when a referral is sent, completed by the write-back) and the Provenance (an id we choose,
+# so a repeated write-back replaces it: update-as-create needs both c and u).
+UPDATE_TYPES = ("Task", "Provenance")
 
 V1 = {"rs": "read", "c": "write", "cu": "write"}
 
