@@ -45,8 +45,9 @@ SUMMARY_TITLE = "Second-opinion summary"
 PLAN_SECTIONS = frozenset({systems.SECTION_PLAN[0], "51847-2"})  # Plan of care note; Assessment and plan
 RECOMMENDING_INTENTS = frozenset({"proposal", "plan", "option"})
 NOT_RECOMMENDED_STATUSES = frozenset({"completed", "revoked", "entered-in-error"})
-_CLASSES = (("confirmed", "Confirmed"), ("revised", "Revised"), ("refuted", "Refuted"),
-            ("new", "New diagnoses"), ("not_addressed", "Not addressed"), ("alternatives", "Recommended alternatives"))
+CONCORDANCE_CLASSES = (("confirmed", "Confirmed"), ("revised", "Revised"), ("refuted", "Refuted"),
+                       ("new", "New diagnoses"), ("not_addressed", "Not addressed"),
+                       ("alternatives", "Recommended alternatives"))
 
 _SYSTEM_NAMES = {systems.SNOMED: "SNOMED CT", systems.ICD10CM: "ICD-10-CM", systems.LOINC: "LOINC",
                  systems.RXNORM: "RxNorm"}
@@ -133,7 +134,7 @@ def _with_links_read(condition: Condition, packet_urls: dict[str, str], referred
 def _alternatives(document: Bundle, packet: Bundle) -> list[dict]:
     """The consult's recommended treatments that the packet does not already hold."""
     listed_in_plan = _plan_section_entries(document)
-    consult_resolve = _resolver(document)
+    consult_resolve = bundle_resolver(document)
     current = _treatment_keys(packet)
     items = []
     for url, resource in _resources(document, ServiceRequest, MedicationRequest, CarePlan):
@@ -168,7 +169,7 @@ def _plan_section_entries(document: Bundle) -> set[str]:
 
 def _treatment_keys(packet: Bundle) -> set[tuple[str, str]]:
     """What the packet already treats with: coding keys and ("text", name) of its treatments."""
-    resolve = _resolver(packet)
+    resolve = bundle_resolver(packet)
     keys: set[tuple[str, str]] = set()
     types = (MedicationRequest, MedicationStatement, ServiceRequest, Procedure, CarePlan)
     for _, resource in _resources(packet, *types):
@@ -217,7 +218,7 @@ def _resources(bundle: Bundle, *types: type) -> list[tuple[str, Resource]]:
     return [(e.fullUrl or "", e.resource) for e in bundle.entry or [] if isinstance(e.resource, types)]
 
 
-def _resolver(bundle: Bundle) -> Resolver:
+def bundle_resolver(bundle: Bundle) -> Resolver:
     """Look a resource up by its fullUrl."""
     index = {e.fullUrl: e.resource for e in bundle.entry or [] if e.fullUrl and e.resource is not None}
     return index.get
@@ -229,9 +230,9 @@ def _resolver(bundle: Bundle) -> Resolver:
 def _narrative(concordance: dict) -> str:
     """The section's XHTML: a one-line tally, then each class as a list ("None" when empty)."""
     div = etree.Element(f"{{{XHTML_NS}}}div", nsmap={None: XHTML_NS})
-    tally = ", ".join(f"{label.lower()} {len(concordance[key])}" for key, label in _CLASSES)
+    tally = ", ".join(f"{label.lower()} {len(concordance[key])}" for key, label in CONCORDANCE_CLASSES)
     _sub(div, "p", f"Referred diagnoses and the second opinion: {tally}.")
-    for key, label in _CLASSES:
+    for key, label in CONCORDANCE_CLASSES:
         _sub(div, "h3", label)
         items = concordance[key]
         if not items:
@@ -239,11 +240,11 @@ def _narrative(concordance: dict) -> str:
             continue
         ul = _sub(div, "ul")
         for item in items:
-            _sub(ul, "li", _item_text(key, item))
+            _sub(ul, "li", concordance_item_text(key, item))
     return etree.tostring(div, encoding="unicode")
 
 
-def _item_text(kind: str, item: dict) -> str:
+def concordance_item_text(kind: str, item: dict) -> str:
     """One list line: "display (code)", "from → to" for revisions."""
     if kind == "revised":
         return f"{_described(item['from'])} \u2192 {_described(item['to'])}"

@@ -76,9 +76,9 @@ def test_packet_as_json_when_json_is_asked_for_or_nothing_is(client, query: str,
 
 
 @pytest.mark.parametrize("path_suffix", ["packet", "consult"])
-@pytest.mark.parametrize("query,headers", [("?_format=ttl", {}), ("?_format=html", {}), ("?_format=", {}),
-                                           ("", {"Accept": "text/turtle"}), ("", {"Accept": "text/html"})],
-                         ids=["format-ttl", "format-html", "format-empty", "accept-turtle", "accept-html"])
+@pytest.mark.parametrize("query,headers", [("?_format=ttl", {}), ("?_format=docx", {}), ("?_format=", {}),
+                                           ("", {"Accept": "text/turtle"}), ("", {"Accept": "image/png"})],
+                         ids=["format-ttl", "format-docx", "format-empty", "accept-turtle", "accept-png"])
 def test_a_format_we_do_not_serve_is_406(client, path_suffix: str, query: str, headers: dict) -> None:  # noqa: ANN001
     referral_id, packet = sent_referral(client)
     post_consult(client, referral_id, consult_for_packet(packet, now=datetime.now(UTC)).model_dump_json(), FHIR_JSON)

@@ -24,6 +24,9 @@ OPENAPI_VERSION = "3.0.3"
 RULE_PARAMETER = re.compile(r"<(?:(?P<converter>[a-z]+)(?:\((?P<args>[^)]*)\))?:)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)>")
 JSON = "application/json"
 FHIR_JSON = "application/fhir+json"
+FHIR_XML = "application/fhir+xml"
+HTML = "text/html"
+PDF = "application/pdf"
 
 
 def _json(schema: str | dict) -> dict:
@@ -32,6 +35,20 @@ def _json(schema: str | dict) -> dict:
 
 def _fhir(resource: str) -> dict:
     return {FHIR_JSON: {"schema": {"$ref": f"#/components/schemas/{resource}"}}}
+
+
+def _document_renditions(resource: str) -> dict:
+    """A FHIR document as FHIR JSON or XML, or rendered for people as HTML or PDF (service/render)."""
+    return {**_fhir(resource), FHIR_XML: {"schema": {"type": "string"}}, HTML: {"schema": {"type": "string"}},
+            PDF: {"schema": {"type": "string", "format": "binary"}}}
+
+
+RENDITIONS_DESCRIPTION = (
+    "Content negotiation (FHIR R4 http.html#mime-type): `Accept` or `_format` chooses FHIR JSON (default; "
+    "`_format=json`), FHIR XML (`application/fhir+xml`, `_format=xml`), an HTML page (`text/html`, `_format=html`; "
+    "UTF-8, no scripts, its stylesheet at /render/static/render.css) or a PDF (`application/pdf`, `_format=pdf`; "
+    "`Content-Disposition: inline`, a running header with patient, referral id and date, \"Page N of M\"). "
+    "Anything else is 406; errors are FHIR JSON OperationOutcomes whatever was asked for.")
 
 
 def op(summary: str, tag: str, *, ok: str = "200", ok_description: str = "OK", content: dict | None = None,
@@ -72,7 +89,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "The referral: status, packet summary, write-back steps", "referrals", content=_json("Referral"),
         errors=(404,)),
     ("GET", "/api/referrals/<referral_id>/packet"): op(
-        "The packet: a FHIR document Bundle", "referrals", content=_fhir("Bundle"), errors=(404,)),
+        "The packet: a FHIR document Bundle (or its HTML or PDF rendition)", "referrals",
+        content=_document_renditions("Bundle"), errors=(404, 406), description=RENDITIONS_DESCRIPTION),
     ("POST", "/api/referrals/<referral_id>/send"): op(
         "Freeze the packet; create the ServiceRequest and Task in the EHR (status requested)", "referrals",
         content=_json("Referral"), errors=(404, 409, 502, 504)),
@@ -81,7 +99,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         ok="202", ok_description="Accepted; the write-back runs in the background", content=_json("Referral"),
         body=_fhir("Bundle"), errors=(400, 404, 409, 415, 422)),
     ("GET", "/api/referrals/<referral_id>/consult"): op(
-        "Our consult document (FHIR document Bundle)", "referrals", content=_fhir("Bundle"), errors=(404,)),
+        "Our consult document (FHIR document Bundle, or its HTML or PDF rendition)", "referrals",
+        content=_document_renditions("Bundle"), errors=(404, 406), description=RENDITIONS_DESCRIPTION),
     ("GET", "/api/referrals/<referral_id>/history"): op(
         "Every status change: from, to, who, when, why", "referrals",
         content=_json({"type": "array", "items": {"$ref": "#/components/schemas/Transition"}}), errors=(404,)),
@@ -146,6 +165,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
 ERROR_DESCRIPTIONS = {
     400: "Bad request (OperationOutcome)", 401: "No or invalid CDS client JWT (OperationOutcome)",
     403: "Forbidden (OperationOutcome)", 404: "Not found (OperationOutcome)",
+    406: "None of the accepted media types is served here (OperationOutcome)",
     409: "Wrong state for this action (OperationOutcome)", 412: "The record could not be obtained (OperationOutcome)",
     415: "Unsupported media type (OperationOutcome)", 422: "Not a valid FHIR document (OperationOutcome)",
     502: "The EHR failed or could not be reached (OperationOutcome)", 504: "The EHR timed out (OperationOutcome)",

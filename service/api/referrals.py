@@ -1,14 +1,25 @@
 """REST API for referrals: create, read, packet, send, consult, lifecycle actions, write-back retry, audit."""
 
-from flask import Blueprint, current_app, request, url_for
+import json
+import re
 
-from service import queue, referrals, writeback
+from flask import Blueprint, Response, current_app, request, url_for
+
+from service import consults, queue, referrals, writeback
 from service.auth import launched_user
-from service.api.responses import fhir_format, fhir_response, json_response
+from service.api.responses import (
+    RENDITION_FORMATS,
+    fhir_format,
+    fhir_response,
+    html_response,
+    json_response,
+    pdf_response,
+)
 from service.ehr.connection import get_client
 from service.errors import NotFound
 from service.intake import parse_json_body, parse_referral_input
 from service.lifecycle import ACTIONS, action_reason
+from service.render import render_consult_html, render_packet_html, render_pdf
 from service.store.repository import AuditEvent, get_repository, utcnow
 
 bp = Blueprint("referrals", __name__, url_prefix="/api/referrals")
@@ -47,10 +58,13 @@ def get_referral(referral_id: str):
 
 @bp.get("/<referral_id>/packet")
 def get_packet(referral_id: str):
-    """The referral packet: a FHIR document Bundle (FHIR JSON, or XML on request)."""
-    fmt = fhir_format()  # 406 before anything is read
+    """The referral packet: a FHIR document Bundle (FHIR JSON, or XML on request), or its HTML or PDF rendition."""
+    fmt = fhir_format(renditions=True)  # 406 before anything is read
     referral = get_repository().get(referral_id)
-    _audit_read(referral_id, "packet.read", f"Bundle?identifier={referral.packet_identifier}")
+    _audit_read(referral_id, "packet.read", f"Bundle?identifier={referral.packet_identifier}", fmt)
+    if fmt in RENDITION_FORMATS:
+        html = render_packet_html(json.loads(referral.packet_json), referral_id=referral_id)
+        return _rendition(html, fmt, f"referral-{referral_id}-packet.pdf")
     return fhir_response(referral.packet_json, fmt=fmt)
 
 
@@ -74,12 +88,19 @@ def receive_consult(referral_id: str):
 
 @bp.get("/<referral_id>/consult")
 def get_consult(referral_id: str):
-    """The consult document as we built it (a FHIR document Bundle; FHIR JSON, or XML on request)."""
-    fmt = fhir_format()
-    consult = get_repository().find_consult(referral_id)
+    """The consult document as we built it (a FHIR document Bundle; FHIR JSON, or XML on request), or its HTML or
+    PDF rendition (with the second opinion's conclusions against the packet)."""
+    fmt = fhir_format(renditions=True)
+    repo = get_repository()
+    consult = repo.find_consult(referral_id)
     if consult is None:
         raise NotFound(f"referral {referral_id} has no consult yet")
-    _audit_read(referral_id, "consult.read", f"consult/{consult.id}")
+    _audit_read(referral_id, "consult.read", f"consult/{consult.id}", fmt)
+    if fmt in RENDITION_FORMATS:
+        concordance = consults.concordance_of(consult.document_json, repo.get(referral_id).packet_json)
+        html = render_consult_html(json.loads(consult.document_json), referral_id=referral_id,
+                                   concordance=concordance)
+        return _rendition(html, fmt, f"referral-{referral_id}-consult.pdf")
     return fhir_response(consult.document_json, fmt=fmt)
 
 
@@ -119,6 +140,18 @@ def get_audit(referral_id: str):
                           for e in get_repository().audit(referral_id)])
 
 
-def _audit_read(referral_id: str, action: str, resource: str) -> None:
+def _audit_read(referral_id: str, action: str, resource: str, fmt: str = "json") -> None:
+    """Record a read of the packet or consult; a rendition is noted as such (detail "as html" / "as pdf")."""
+    detail = f"as {fmt}" if fmt in RENDITION_FORMATS else None
     get_repository().record_audit(AuditEvent(at=utcnow(), actor=_actor(), action=action, referral_id=referral_id,
-                                             resource=resource, method="GET", http_status=200, detail=None))
+                                             resource=resource, method="GET", http_status=200, detail=detail))
+
+
+_FILENAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def _rendition(html: str, fmt: str, filename: str) -> Response:
+    """An HTML rendition as it is, or printed to PDF (Content-Disposition inline, filename made header-safe)."""
+    if fmt == "pdf":
+        return pdf_response(render_pdf(html), _FILENAME_UNSAFE.sub("_", filename))
+    return html_response(html)

@@ -4,6 +4,10 @@ Negotiation follows FHIR R4 http.html#mime-type: `_format` (json, xml, or a FHIR
 the Accept header; Accept is matched against application/fhir+json, application/json, application/fhir+xml,
 application/xml and text/xml (a missing Accept, or */*, means JSON). A format we do not serve is 406 Not
 Acceptable, as an OperationOutcome (errors stay FHIR JSON, as every error does).
+
+Documents people read (the referral packet, the consult) are also served as renditions: text/html and
+application/pdf (`_format=html` / `_format=pdf`), on the routes that ask for them (`fhir_format(renditions=True)`);
+every other route still answers those media types with 406.
 """
 
 import json
@@ -20,6 +24,13 @@ _FORMAT_PARAMETER = {"json": "json", "application/json": "json", FHIR_JSON: "jso
                      "xml": "xml", "text/xml": "xml", "application/xml": "xml", FHIR_XML: "xml"}
 _ACCEPTED = {FHIR_JSON: "json", "application/json": "json", FHIR_XML: "xml", "application/xml": "xml",
              "text/xml": "xml"}
+HTML = "text/html"
+PDF = "application/pdf"
+RENDITION_FORMATS = frozenset({"html", "pdf"})
+_RENDITION_PARAMETER = {"html": "html", HTML: "html", "pdf": "pdf", PDF: "pdf"}
+_RENDITION_ACCEPTED = {HTML: "html", PDF: "pdf"}  # after the FHIR types: */* still means FHIR JSON
+# The rendition's own policy (CSP Level 3): its linked stylesheet and nothing else, no scripts, no framing by others.
+RENDITION_CSP = "default-src 'none'; style-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'self'"
 
 
 class NotAcceptable(ServiceError):
@@ -29,23 +40,26 @@ class NotAcceptable(ServiceError):
     issue_code = "not-supported"
 
 
-def fhir_format() -> str:
-    """The representation the current request asks for: "json" or "xml" (NotAcceptable otherwise)."""
+def fhir_format(*, renditions: bool = False) -> str:
+    """The representation the current request asks for: "json" or "xml", and with renditions also "html" or
+    "pdf" (NotAcceptable otherwise)."""
+    by_parameter = {**_FORMAT_PARAMETER, **(_RENDITION_PARAMETER if renditions else {})}
+    by_accept = {**_ACCEPTED, **(_RENDITION_ACCEPTED if renditions else {})}
+    served = f"{FHIR_JSON} or {FHIR_XML}" + (f", {HTML} or {PDF}" if renditions else "")
     if "_format" in request.args:
         asked = request.args.get("_format", "").strip().lower().replace(" ", "+")  # '+' arrives as a space
         asked = asked.split(";")[0].strip()
-        if asked not in _FORMAT_PARAMETER:
-            raise NotAcceptable(f"_format={asked[:60]} is not served; use json or xml "
-                                f"(or {FHIR_JSON}, {FHIR_XML})")
-        return _FORMAT_PARAMETER[asked]
+        if asked not in by_parameter:
+            names = "json, xml, html or pdf" if renditions else "json or xml"
+            raise NotAcceptable(f"_format={asked[:60]} is not served; use {names} (or {served})")
+        return by_parameter[asked]
     accept = request.accept_mimetypes
     if not accept:
         return "json"
-    best = accept.best_match(list(_ACCEPTED))
+    best = accept.best_match(list(by_accept))
     if best is None:
-        raise NotAcceptable(f"none of the accepted media types is served; this resource is available as "
-                            f"{FHIR_JSON} or {FHIR_XML}")
-    return _ACCEPTED[best]
+        raise NotAcceptable(f"none of the accepted media types is served; this resource is available as {served}")
+    return by_accept[best]
 
 
 def fhir_response(resource_json: str | dict, status: int = 200, headers: dict | None = None, *,
@@ -60,6 +74,22 @@ def fhir_response(resource_json: str | dict, status: int = 200, headers: dict | 
     else:
         body = resource_json if isinstance(resource_json, str) else json.dumps(resource_json)
         resp = Response(body, status=status, content_type=f"{FHIR_JSON}; charset=utf-8", headers=headers)
+    resp.vary.add("Accept")
+    return resp
+
+
+def html_response(html: str) -> Response:
+    """An HTML rendition (UTF-8), under its own Content-Security-Policy."""
+    resp = Response(html, content_type=f"{HTML}; charset=utf-8",
+                    headers={"Content-Security-Policy": RENDITION_CSP, "X-Content-Type-Options": "nosniff"})
+    resp.vary.add("Accept")
+    return resp
+
+
+def pdf_response(pdf: bytes, filename: str) -> Response:
+    """A PDF rendition, shown in the browser (inline) and saved under filename."""
+    resp = Response(pdf, content_type=PDF, headers={"Content-Disposition": f'inline; filename="{filename}"',
+                                                    "X-Content-Type-Options": "nosniff"})
     resp.vary.add("Accept")
     return resp
 

@@ -11,7 +11,7 @@ from tests.auth.conftest import PATIENT_A, PATIENT_B, ehr_launch
 # with service.auth.isolation.patient_independent).
 PATIENT_INDEPENDENT = {"static", "health.health", "openapi.openapi_json", "cds_hooks.discovery",
                        "cds_hooks.call_service", "cds_hooks.feedback", "launch.launch", "launch.launch_standalone",
-                       "launch.callback", "launch.patient_page", "launch.jwks", "token.token"}
+                       "launch.callback", "launch.patient_page", "launch.jwks", "token.token", "render.static"}
 
 
 def _launched_with_referral(smart_ehr, url: str, patient: str) -> tuple[requests.Session, str]:  # noqa: ANN001
