@@ -25,7 +25,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from service.api import cds_hooks, health, launch, referrals, token
     from service.ehr import connection
     from service.store import repository
-    from service import queue, render, writeback
+    from service import queue, render, web, writeback
 
     connection.init_app(app)
     repository.init_app(app)
@@ -38,5 +38,6 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     cds_hooks.init_app(app)  # CDS Hooks services and GET /openapi.json (issue 8)
     writeback.init_app(app)
     queue.init_app(app)  # the durable write-back queue (issue 6); consumers are started by serve, demo, worker
+    web.init_app(app)  # the clinician and consultant pages (issue 7)
     render.init_app(app)  # the HTML/PDF renditions' stylesheet at /render/static/ (issue 7)
     return app

@@ -53,6 +53,14 @@ DEFAULTS: dict[str, Any] = {
     "LAUNCH_SESSION_LIFETIME_S": 12 * 3600,  # a launched session ends after this, whatever its tokens say
     "SESSION_COOKIE_NAME": "second_opinion_session",
     "SESSION_COOKIE_SAMESITE": "Lax",  # "None" (and SESSION_COOKIE_SECURE) when an EHR embeds the app in a frame
+    # Pages (issue 7; see service/web): the clinician app and the consultant's link
+    "CONSULTANTS": [                  # JSON list of {"id", "name", "specialty"}: who can be asked for an opinion
+        {"id": "demo-urology", "name": "Dr. Avery Quill (synthetic)", "specialty": "Urologic oncology"},
+        {"id": "demo-neurology", "name": "Dr. Morgan Vale (synthetic)", "specialty": "Neurology"},
+    ],
+    "CONSULTANT_LINK_MAX_AGE_S": 14 * 24 * 3600,  # a consultant's link works this long after the referral is sent
+    "FRAME_ANCESTORS": "'self'",      # CSP frame-ancestors: the EHR origins allowed to show the pages in a frame
+    "WTF_CSRF_TIME_LIMIT": 12 * 3600,  # a form's CSRF token lasts this long (a consult can take a while to write)
 }
 
 

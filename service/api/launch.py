@@ -1,4 +1,5 @@
-"""SMART launch routes: /launch, /launch/standalone, /callback, /.well-known/jwks.json and the patient page."""
+"""SMART launch routes: /launch, /launch/standalone, /callback, /.well-known/jwks.json and the patient page
+(the landing page of the clinician app in service/web)."""
 
 import json
 import logging
@@ -8,9 +9,7 @@ from flask import Blueprint, Response, redirect, render_template_string, request
 from service.auth import get_auth
 from service.auth.flows import finish_launch, start_launch
 from service.auth.isolation import patient_independent
-from service.auth.sessions import current_launch
-from service.ehr.connection import get_client
-from service.errors import ServiceError, Unauthorized
+from service.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -21,17 +20,7 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
 <meta name="referrer" content="no-referrer"></head>
-<body>
-{% if error %}<h1>{{ title }}</h1><p role="alert">{{ error }}</p>
-{% else %}
-{% if banner %}<header aria-label="patient banner"><h1>{{ name }}</h1>
-<p>{{ gender }} · born {{ birth_date }} · Patient/{{ patient_id }}</p></header>{% endif %}
-<main><h2>Second opinion</h2>
-<p>Launched from {{ iss }}{% if encounter %} in Encounter/{{ encounter }}{% endif %}{% if user %} by {{ user }}{% endif %}.</p>
-<p data-patient="{{ patient_id }}">Referrals for this patient: <code>POST /api/referrals</code> with
-<code>{"patient": "{{ patient_id }}", "question": "..."}</code>.</p></main>
-{% endif %}
-</body></html>"""
+<body><main><h1>{{ title }}</h1><p role="alert">{{ error }}</p></main></body></html>"""
 
 
 def _page(status: int, **context: object) -> Response:
@@ -75,19 +64,10 @@ def callback() -> Response:
 @bp.get("/patient")
 @patient_independent
 def patient_page() -> Response:
-    """The launched patient's page (the real one comes with the clinician UI); needs a launched session."""
-    launch = current_launch(get_auth().store)
-    if launch is None:
-        raise Unauthorized("There is no launched session in this browser; open the app from the patient's chart "
-                           "in the EHR.")
-    launched = launch[1]
-    patient = get_client().read("Patient", launched.patient or "").model_dump(mode="json", exclude_none=True)
-    name = next(iter(patient.get("name") or []), {})
-    display = name.get("text") or " ".join([*name.get("given", []), name.get("family", "")]).strip()
-    return _page(200, title="Second opinion", banner=launched.need_patient_banner, name=display or "(no name)",
-                 gender=patient.get("gender", "unknown"), birth_date=patient.get("birthDate", "unknown"),
-                 patient_id=launched.patient, iss=launched.iss, encounter=launched.encounter,
-                 user=launched.fhir_user)
+    """The launched patient's page: the clinician app (service/web); needs a launched session."""
+    from service.web.clinician import render_home
+
+    return render_home()
 
 
 @bp.get("/.well-known/jwks.json")

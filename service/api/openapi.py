@@ -27,6 +27,7 @@ FHIR_JSON = "application/fhir+json"
 FHIR_XML = "application/fhir+xml"
 HTML = "text/html"
 PDF = "application/pdf"
+HTML_PAGE = {HTML: {"schema": {"type": "string"}}}
 
 
 def _json(schema: str | dict) -> dict:
@@ -146,6 +147,40 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         body={"application/x-www-form-urlencoded": {"schema": OBJECT}},
         description="Used with SECOND_OPINION_API_AUTH=token. Errors are RFC 6749 §5.2 JSON "
                     "({error, error_description}): 400, or 401 for invalid_client."),
+    ("GET", "/patient/<patient_id>/referrals/new"): op(
+        "Clinician app: the form that starts a referral", "pages", content=HTML_PAGE, html_errors=True),
+    ("POST", "/patient/<patient_id>/referrals"): op(
+        "Clinician app: build the draft packet (form post, CSRF token)", "pages",
+        ok="303", ok_description="Redirect to the draft", html_errors=True),
+    ("GET", "/referrals/<referral_id>"): op(
+        "Clinician app: the draft to review, or the referral's status, timeline and concordance", "pages",
+        content=HTML_PAGE, html_errors=True),
+    ("POST", "/referrals/<referral_id>"): op(
+        "Clinician app: re-check the record or send the draft (form post, CSRF token)", "pages",
+        ok="303", ok_description="Redirect to the referral", html_errors=True),
+    ("GET", "/consult/<token>"): op(
+        "Consultant link: the packet, accept/decline and the consult form", "pages",
+        content=HTML_PAGE, html_errors=True),
+    ("GET", "/consult/<token>/packet.pdf"): op(
+        "Consultant link: the packet as PDF", "pages",
+        content={PDF: {"schema": {"type": "string", "format": "binary"}}}, html_errors=True),
+    ("GET", "/consult/<token>/packet.json"): op(
+        "Consultant link: the packet as FHIR JSON", "pages", content=_fhir("Bundle"), html_errors=True),
+    ("GET", "/consult/<token>/packet.xml"): op(
+        "Consultant link: the packet as FHIR XML", "pages",
+        content={FHIR_XML: {"schema": {"type": "string"}}}, html_errors=True),
+    ("POST", "/consult/<token>/accept"): op(
+        "Consultant link: accept the referral (form post)", "pages",
+        ok="303", ok_description="Redirect to the link's page", html_errors=True),
+    ("POST", "/consult/<token>/decline"): op(
+        "Consultant link: decline, with a reason (form post)", "pages",
+        ok="303", ok_description="Redirect to the link's page", html_errors=True),
+    ("POST", "/consult/<token>/consult"): op(
+        "Consultant link: submit the consult form", "pages",
+        ok="303", ok_description="Redirect to the link's page", html_errors=True),
+    ("POST", "/consult/<token>/upload"): op(
+        "Consultant link: upload a C-CDA or FHIR consult (multipart)", "pages",
+        ok="303", ok_description="Redirect to the link's page", html_errors=True),
     ("GET", "/cds-services"): op(
         "CDS Hooks discovery: the second-opinion referral services", "cds-hooks", content=_json("CdsDiscovery"),
         description="CDS Hooks 2.0 §Discovery. One service per hook: second-opinion-referral (order-sign) and "

@@ -11,7 +11,12 @@ from tests.auth.conftest import PATIENT_A, PATIENT_B, ehr_launch
 # with service.auth.isolation.patient_independent).
 PATIENT_INDEPENDENT = {"static", "health.health", "openapi.openapi_json", "cds_hooks.discovery",
                        "cds_hooks.call_service", "cds_hooks.feedback", "launch.launch", "launch.launch_standalone",
-                       "launch.callback", "launch.patient_page", "launch.jwks", "token.token", "render.static"}
+                       "launch.callback", "launch.patient_page", "launch.jwks", "token.token", "render.static",
+                       # issue 7: the pages' stylesheet, and the consultant's routes (authorised by their signed
+                       # single-referral link instead: tests/web/test_security.py)
+                       "web.static", "consultant.view", "consultant.packet_json", "consultant.packet_xml",
+                       "consultant.packet_pdf", "consultant.accept", "consultant.decline", "consultant.submit_consult",
+                       "consultant.upload_consult"}
 
 
 def _launched_with_referral(smart_ehr, url: str, patient: str) -> tuple[requests.Session, str]:  # noqa: ANN001
