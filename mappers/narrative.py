@@ -6,7 +6,7 @@ concatenated into markup.
 
 import dataclasses
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
@@ -37,11 +37,37 @@ from fhir.resources.R4B.timing import Timing, TimingRepeat
 from lxml import etree
 
 from mappers import systems
-from mappers.references import reference_type
+from mappers.references import reference_key, reference_type
 
 XHTML_NS = "http://www.w3.org/1999/xhtml"
 NONE_RECORDED = "None recorded"
 Resolver = Callable[[str], Resource | None]
+
+
+class DocumentView:
+    """A Resolver for narratives built from the EHR's resources as a document carries them (references rewritten).
+
+    A reference that the document resolves (by its literal, else its "Type/id" key, in `targets`) shows its
+    target; any other (but `#contained`) shows as the document's copy does, display only: "<Type> (not included)"
+    when it has no display, and never its own display when it points at something left out (`redacted`).
+    This mirrors mappers.references.rewrite_references, so the narrative needs no rewritten copies.
+    """
+
+    def __init__(self, targets: Mapping[str, Resource], *, base_url: str = "",
+                 redacted: Collection[str] = frozenset()) -> None:
+        self.targets, self.base_url, self.redacted = targets, base_url, redacted
+
+    def __call__(self, literal: str) -> Resource | None:
+        return self.targets.get(literal) or self.targets.get(reference_key(literal, self.base_url) or "")
+
+    def display(self, ref: Reference) -> str | None:
+        """The display of the document's copy of ref."""
+        literal = ref.reference
+        if not literal or literal.startswith("#") or self(literal) is not None:
+            return ref.display
+        if ref.display and reference_key(literal, self.base_url) not in self.redacted:
+            return ref.display
+        return f"{reference_type(ref) or 'Resource'} (not included)"
 
 # FHIR R4 narrative (txt-1): the basic HTML 4.0 formatting elements, tables, lists, <a> and <img>
 # (fhir-xhtml.xsd); no head/body, scripts, forms, frames, objects, style elements or event attributes.
@@ -170,6 +196,17 @@ def _parser() -> etree.XMLParser:
     """A parser for untrusted XHTML: no entities, DTDs or network (one per call: lxml parsers are not
     thread-safe)."""
     return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+
+
+def without_invalid_narrative(data: dict) -> dict:
+    """A resource's JSON without a narrative that breaks txt-1/txt-2 (data itself when it has none or a valid one)."""
+    text = data.get("text")
+    if not isinstance(text, dict):
+        return data
+    div = text.get("div")
+    if div and isinstance(div, str) and not check_narrative(div):
+        return data
+    return {name: value for name, value in data.items() if name != "text"}
 
 
 def drop_invalid_narrative(resource: Resource) -> None:
@@ -398,8 +435,9 @@ def reference_label(ref: Reference | None, owner: Resource, resolve: Resolver | 
     """A label for a reference: its display, else a name or code of the resource it points at."""
     if ref is None:
         return ""
-    if ref.display:
-        return ref.display
+    display = resolve.display(ref) if isinstance(resolve, DocumentView) else ref.display
+    if display:
+        return display
     target = resolve_reference(ref, owner, resolve)
     if target is not None:
         return resource_label(target)

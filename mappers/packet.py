@@ -2,13 +2,20 @@
 
 The EHR's resources keep their ids (so they can be traced) and get urn:uuid fullUrls; every reference inside
 resolves to an entry or is made display-only and reported.
+
+The EHR's resources travel as the EHR sent them: their JSON (`sources`, decimals exact) with the references
+rewritten, never a re-serialised model (which would change data: `100.00`→`100.0`, fractional seconds). The
+models, which validated that JSON, are read to choose, summarise and assess; the resources we make ourselves
+(Composition, ServiceRequest) are built as models and dumped once.
 """
 
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 
-from fhir.resources.R4B.bundle import Bundle, BundleEntry
+from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.codeableconcept import CodeableConcept
 from fhir.resources.R4B.coding import Coding
 from fhir.resources.R4B.composition import Composition, CompositionSection
@@ -19,13 +26,14 @@ from fhir.resources.R4B.resource import Resource
 from fhir.resources.R4B.servicerequest import ServiceRequest
 from fhir.resources.R4B.task import Task
 
-from mappers import systems
+from mappers import fhirjson, systems
 from mappers.errors import MappingError
 from mappers.ids import IdFactory
-from mappers.narrative import drop_invalid_narrative, section_narrative, text_narrative
+from mappers.narrative import DocumentView, section_narrative, text_narrative, without_invalid_narrative
 from mappers.readiness import ReadinessItem, assess_readiness
 from mappers.record import PatientRecord
-from mappers.references import iter_references, reference_key, resource_key, rewrite_references
+from mappers.references import (iter_references, json_references, reference_key, resource_key,
+                                rewrite_json_references, rewrite_references)
 from mappers.referral import build_service_request, build_task
 from mappers.validation import require_aware
 
@@ -53,13 +61,28 @@ class ReferralRequest:
 class Packet:
     """The referral document and the EHR-side order that goes with it."""
 
-    bundle: Bundle  # the document
+    document: dict  # the document Bundle as FHIR JSON (the EHR's resources as it sent them)
     service_request: ServiceRequest  # EHR-side order (references "Patient/<EHR id>")
     task: Task  # EHR-side Task, status "draft" (the service moves it later)
     counts: dict[str, int]  # entries per section code, e.g. {"11450-4": 3, ...}
     excluded: list[str]  # the "Type/id" keys left out (those asked for that were present)
     dropped_references: list[str]  # references that could not be resolved inside the bundle (made display-only)
     readiness: list[ReadinessItem] = field(default_factory=list)  # what the consultant needs, against the packet
+
+    @cached_property
+    def json(self) -> str:
+        """The document as compact FHIR JSON, decimals exactly as the EHR wrote them."""
+        return fhirjson.dumps(self.document)
+
+    @cached_property
+    def bundle(self) -> Bundle:
+        """The document as an R4B model (validated on first use; its dump is not byte-for-byte the JSON)."""
+        return Bundle.model_validate(fhirjson.loads(self.json))
+
+    @property
+    def identifier(self) -> str:
+        """The document's identifier value (urn:uuid:...)."""
+        return self.document["identifier"]["value"]
 
 
 @dataclass(frozen=True)
@@ -81,13 +104,17 @@ class _Selection:
 
 
 def build_referral_bundle(record: PatientRecord, request: ReferralRequest, *, now: datetime,
-                          new_id: IdFactory) -> Packet:
-    """Build the referral packet (a document Bundle), its ServiceRequest and draft Task."""
+                          new_id: IdFactory, sources: Mapping[int, dict] | None = None) -> Packet:
+    """Build the referral packet (a document Bundle), its ServiceRequest and draft Task.
+
+    sources: the EHR's JSON of the record's resources, by id() of their model; a resource without one goes in as
+    its model's dump.
+    """
     require_aware(now)
     patient_key = _patient_key(record)
     index = _index(record)
     asked = _normalised_exclusions(request.exclude, record.base_url, patient_key)
-    selection = _select(record, index, _with_report_results(asked, index, record))
+    selection = _select(record, index, _with_report_results(asked, index, record), sources or {})
     identifier = Identifier(system=systems.URN_IETF_RFC_3986, value=f"urn:uuid:{new_id()}")
     composition_id = new_id()
     conditions = next(s.resources for s in selection.sections if s.code == systems.SECTION_PROBLEMS)
@@ -97,27 +124,36 @@ def build_referral_bundle(record: PatientRecord, request: ReferralRequest, *, no
     order_url = f"urn:uuid:{new_id()}"
     task = build_task(patient_key, order_url, request, now=now, new_id=new_id)
     urls, mapping = _full_urls(selection.members, new_id)
-    rewritten, dropped = _rewrite_all(selection.members, urls, mapping, record.base_url, selection.left_out)
-    by_url = {urls[id(m)]: r for m, r in zip(selection.members, rewritten)}
-    by_url = _after_first(by_url, order_url, _packet_service_request(service_request, order_url, mapping))
+    rewritten, dropped = _rewrite_all(selection.members, urls, mapping, record.base_url, selection.left_out,
+                                      sources or {})
+    entries = {urls[id(m)]: data for m, data in zip(selection.members, rewritten)}
+    order = _dump(_packet_service_request(service_request, order_url, mapping))
+    entries = _after_first(entries, order_url, order)
     readiness = assess_readiness(PatientRecord(record.patient, selection.members, record.base_url))
+    view = DocumentView({key: m for m in selection.members if (key := resource_key(m))}, base_url=record.base_url,
+                        redacted=selection.left_out)
     sections = [_reason_section(request, order_url)]
-    sections += [_clinical_section(s, [urls[id(r)] for r in s.resources], by_url) for s in selection.sections]
+    sections += [_clinical_section(s, [urls[id(r)] for r in s.resources], view) for s in selection.sections]
     sections.append(_readiness_section(readiness))
     composition = _composition(composition_id, mapping[patient_key], request, sections, now)
-    bundle = _document(identifier, composition, by_url, now)
+    document = _document(identifier, composition, entries, now)
     codes = [systems.SECTION_REASON_FOR_REFERRAL[0], *(s.code[0] for s in selection.sections),
              systems.SECTION_READINESS[0]]
     counts = {code: len(section.entry or []) for code, section in zip(codes, sections)}
-    return Packet(bundle, service_request, task, counts, [k for k in asked if k in index], dropped, readiness)
+    return Packet(document, service_request, task, counts, [k for k in asked if k in index], dropped, readiness)
 
 
-def _document(identifier: Identifier, composition: Composition, by_url: dict[str, Resource],
-              now: datetime) -> Bundle:
-    """The document Bundle: the Composition first, then every resource under its fullUrl."""
-    first = BundleEntry(fullUrl=f"urn:uuid:{composition.id}", resource=composition)
-    rest = [BundleEntry(fullUrl=url, resource=resource) for url, resource in by_url.items()]
-    return Bundle(identifier=identifier, type="document", timestamp=now, entry=[first, *rest])
+def _document(identifier: Identifier, composition: Composition, entries: dict[str, dict], now: datetime) -> dict:
+    """The document Bundle's JSON: the Composition first, then every resource under its fullUrl."""
+    document = _dump(Bundle(identifier=identifier, type="document", timestamp=now))
+    document["entry"] = [{"fullUrl": f"urn:uuid:{composition.id}", "resource": _dump(composition)},
+                         *({"fullUrl": url, "resource": data} for url, data in entries.items())]
+    return document
+
+
+def _dump(model: Resource) -> dict:
+    """A model we built (or one without the EHR's JSON) as FHIR JSON."""
+    return model.model_dump(mode="json", exclude_none=True)
 
 
 # --- selection -----------------------------------------------------------------------------------------
@@ -162,7 +198,8 @@ def _with_report_results(asked: list[str], index: dict[str, Resource], record: P
     return frozenset(excluded | (dropped_results - kept_results))
 
 
-def _select(record: PatientRecord, index: dict[str, Resource], left_out: frozenset[str]) -> _Selection:
+def _select(record: PatientRecord, index: dict[str, Resource], left_out: frozenset[str],
+            sources: Mapping[int, dict]) -> _Selection:
     """Choose the sections' resources, the report results and the supporting resources."""
 
     def kept(resource_type: str) -> list[Resource]:
@@ -184,7 +221,7 @@ def _select(record: PatientRecord, index: dict[str, Resource], left_out: frozens
     ]
     listed = [record.patient, *(r for s in sections for r in s.resources), *results]
     members = _unique(listed)
-    members += _supporting(members, index, left_out, record.base_url)
+    members += _supporting(members, index, left_out, record.base_url, sources)
     return _Selection(sections, members, left_out)
 
 
@@ -194,19 +231,27 @@ def _result_keys(report: Resource, base_url: str) -> list[str]:
 
 
 def _supporting(members: list[Resource], index: dict[str, Resource], left_out: frozenset[str],
-                base_url: str) -> list[Resource]:
+                base_url: str, sources: Mapping[int, dict]) -> list[Resource]:
     """Practitioners, Organizations, Encounters, Medications… that members point at (transitively)."""
     seen = {resource_key(m) for m in members}
     found: list[Resource] = []
-    queue = list(members)
+    queue = deque(members)
     while queue:
-        for ref in iter_references(queue.pop(0)):
-            key = reference_key(ref.reference, base_url)
+        for literal in _literals(queue.popleft(), sources):
+            key = reference_key(literal, base_url)
             if key in index and key not in seen and key not in left_out and key.split("/")[0] in SUPPORTING_TYPES:
                 seen.add(key)
                 found.append(index[key])
                 queue.append(index[key])
     return found
+
+
+def _literals(resource: Resource, sources: Mapping[int, dict]) -> list[str]:
+    """The literal references inside a resource (read from its JSON when there is one: that is faster)."""
+    data = sources.get(id(resource))
+    if data is None:
+        return [ref.reference for ref in iter_references(resource) if ref.reference]
+    return [ref["reference"] for ref in json_references(data) if ref["reference"]]
 
 
 def _unique(resources: Iterable[Resource]) -> list[Resource]:
@@ -236,25 +281,26 @@ def _full_urls(members: list[Resource], new_id: IdFactory) -> tuple[dict[int, st
 
 
 def _rewrite_all(members: list[Resource], urls: dict[int, str], mapping: dict[str, str], base_url: str,
-                 left_out: frozenset[str]) -> tuple[list[Resource], list[str]]:
-    """Rewrite every member's references into the bundle; return the copies and the dropped references.
+                 left_out: frozenset[str], sources: Mapping[int, dict]) -> tuple[list[dict], list[str]]:
+    """Every member's JSON with its references rewritten into the bundle; and the dropped references.
 
-    A resource without an id gets its fullUrl's uuid as id.
+    A resource without an id gets its fullUrl's uuid as id; a narrative that breaks txt-1/txt-2 is left out.
     """
-    rewritten: list[Resource] = []
+    rewritten: list[dict] = []
     dropped: dict[str, None] = {}
     targets = frozenset(mapping.values())
     for member in members:
-        copy, lost = rewrite_references(member, mapping, base_url=base_url, redact=left_out, targets=targets)
-        if not copy.id:
-            copy.id = urls[id(member)].removeprefix("urn:uuid:")
-        drop_invalid_narrative(copy)
-        rewritten.append(copy)
+        data = sources.get(id(member))
+        copy, lost = rewrite_json_references(data if data is not None else _dump(member), mapping,
+                                             base_url=base_url, redact=left_out, targets=targets)
+        if not copy.get("id"):
+            copy = {**copy, "id": urls[id(member)].removeprefix("urn:uuid:")}
+        rewritten.append(without_invalid_narrative(copy))
         dropped.update(dict.fromkeys(lost))
     return rewritten, list(dropped)
 
 
-def _after_first(entries: dict[str, Resource], url: str, resource: Resource) -> dict[str, Resource]:
+def _after_first(entries: dict[str, dict], url: str, resource: dict) -> dict[str, dict]:
     """Insert an entry after the first one (the order goes right after the Patient)."""
     items = list(entries.items())
     return dict([*items[:1], (url, resource), *items[1:]])
@@ -290,9 +336,9 @@ def _readiness_section(items: list[ReadinessItem]) -> CompositionSection:
                               text=text_narrative(lines))
 
 
-def _clinical_section(section: _Section, urls: list[str], by_url: dict[str, Resource]) -> CompositionSection:
-    """A clinical section: a generated table of its resources, entries → their fullUrls."""
-    narrative = section_narrative(section.title, [by_url[u] for u in urls], resolve=by_url.get)
+def _clinical_section(section: _Section, urls: list[str], view: DocumentView) -> CompositionSection:
+    """A clinical section: a generated table of its resources (as the document carries them), entries → fullUrls."""
+    narrative = section_narrative(section.title, section.resources, resolve=view)
     return _section(section.code, section.title, narrative, urls)
 
 

@@ -1,4 +1,8 @@
-"""Find, normalise and rewrite the references inside FHIR resources."""
+"""Find, normalise and rewrite the references inside FHIR resources (R4B models, or the EHR's JSON as dicts).
+
+In FHIR JSON a Reference is the only element with a string `reference`, so the JSON functions take any object
+with one for a Reference.
+"""
 
 import re
 from datetime import date, datetime, time
@@ -38,6 +42,31 @@ def iter_references(model: FHIRAbstractModel) -> Iterator[Reference]:
 _PRIMITIVES = (str, bool, int, float, bytes, Decimal, date, datetime, time)
 
 
+def iter_json_references(value: object) -> Iterator[dict]:
+    """Yield every Reference object inside a resource's JSON (contained and extensions too), depth first."""
+    return iter(json_references(value))
+
+
+def json_references(value: object) -> list[dict]:
+    """Every Reference object inside a resource's JSON, in document order (a walk without recursion: it is hot)."""
+    found: list[dict] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if isinstance(item.get("reference"), str):
+                found.append(item)
+            children = [v for v in item.values() if isinstance(v, dict | list)]
+        elif isinstance(item, list):
+            children = [v for v in item if isinstance(v, dict | list)]
+        else:
+            continue
+        if children:
+            children.reverse()
+            stack.extend(children)
+    return found
+
+
 def reference_key(ref: str | None, base_url: str = "") -> str | None:
     """Normalise a literal reference to "Type/id"; None for #contained, urn:, foreign or odd references."""
     if not ref or ref.startswith("#") or ref.startswith("urn:"):
@@ -59,16 +88,25 @@ def rest_base(url: str | None) -> str:
 
 def reference_type(ref: Reference) -> str | None:
     """The resource type a reference points at, from its literal reference or its `type`."""
-    literal = (ref.reference or "").split("/_history/", 1)[0]
+    return _referenced_type(ref.reference, ref.type)
+
+
+def _referenced_type(reference: object, type_: object) -> str | None:
+    literal = (reference if isinstance(reference, str) else "").split("/_history/", 1)[0]
     parts = literal.split("/")
     if len(parts) >= 2 and _RELATIVE.match("/".join(parts[-2:])):
         return parts[-2]
-    return ref.type.rsplit("/", 1)[-1] if ref.type else None
+    return type_.rsplit("/", 1)[-1] if isinstance(type_, str) and type_ else None
 
 
 def resource_key(resource: Resource) -> str | None:
     """Return "Type/id" for a resource that has an id."""
     return f"{resource.get_resource_type()}/{resource.id}" if resource.id else None
+
+
+def json_resource_key(data: dict) -> str | None:
+    """Return "Type/id" for a resource's JSON that has an id."""
+    return f"{data.get('resourceType')}/{data['id']}" if data.get("id") else None
 
 
 def rewrite_references(
@@ -101,6 +139,58 @@ def rewrite_references(
             make_display_only(ref, redacted=key in redact)
             dropped.append(literal)
     return copy, dropped
+
+
+def rewrite_json_references(
+    data: dict,
+    mapping: Mapping[str, str],
+    *,
+    base_url: str = "",
+    redact: Collection[str] = frozenset(),
+    targets: Collection[str] | None = None,
+) -> tuple[dict, list[str]]:
+    """rewrite_references for a resource's JSON: a copy (only the objects on the way to a Reference are new)."""
+    targets = set(mapping.values()) if targets is None else targets
+    dropped: list[str] = []
+
+    def rewrite_list(items: list) -> list:
+        new = [rewrite_object(i) if isinstance(i, dict) else rewrite_list(i) if isinstance(i, list) else i
+               for i in items]
+        return items if all(a is b for a, b in zip(new, items)) else new
+
+    def rewrite_object(value: dict) -> dict:
+        """value, or a copy with its references rewritten (a Reference before those nested in it)."""
+        result = value
+        literal = value.get("reference")
+        if isinstance(literal, str) and literal and literal not in targets and not literal.startswith("#"):
+            result = dict(value)
+            key = reference_key(literal, base_url)
+            target = mapping.get(literal) or (mapping.get(key) if key else None)
+            if target is not None:
+                result["reference"] = target
+            else:
+                make_json_display_only(result, redacted=key in redact)
+                dropped.append(literal)
+        for name, item in list(result.items()):
+            if isinstance(item, dict | list):
+                new = rewrite_object(item) if isinstance(item, dict) else rewrite_list(item)
+                if new is not item:
+                    result = dict(result) if result is value else result
+                    result[name] = new
+        return result
+
+    return rewrite_object(data), dropped
+
+
+def make_json_display_only(ref: dict, *, redacted: bool = False) -> None:
+    """make_display_only for a Reference's JSON (a dict the caller owns)."""
+    type_name = _referenced_type(ref.get("reference"), ref.get("type")) or "Resource"
+    ref.pop("reference", None)
+    if redacted:
+        ref.pop("identifier", None)
+        ref.pop("display", None)
+    if not ref.get("display"):
+        ref["display"] = f"{type_name} (not included)"
 
 
 def copy_reference_paths(model: M) -> M:

@@ -20,9 +20,9 @@ from mappers.ids import random_ids
 from mappers.packet import ReferralRequest, build_referral_bundle
 from mappers.referral import task_with_status
 from mappers.selection import history_before
-from mappers.validation import check_document_bundle
+from mappers.validation import check_document_json
 from service.ehr.client import FhirClient, WriteResult
-from service.ehr.fetch import fetch_patient_record
+from service.ehr.fetch import fetch_patient
 from service.errors import Conflict
 from service import consults
 from service.intake import ReferralInput
@@ -44,18 +44,23 @@ def identifier_query(identifier: Identifier) -> str:
 
 
 def create_referral(client: FhirClient, repo: ReferralRepository, data: ReferralInput, *, actor: str) -> Referral:
-    """Fetch the patient's record, build the draft packet and store the referral as draft."""
-    record = fetch_patient_record(client, data.patient)
+    """Fetch the patient's record, build the draft packet and store the referral as draft.
+
+    The packet carries the EHR's resources as the EHR sent them (their JSON, references rewritten).
+    """
+    fetched = fetch_patient(client, data.patient)
+    record = fetched.record
     referral_id = str(uuid.uuid4())
     now = datetime.now(UTC)
     history = [k for k in history_before(record, data.since) if k not in data.exclude] if data.since else []
     request = ReferralRequest(referral_id=referral_id, question=data.question,
                               patient_questions=data.patient_questions, exclude=data.exclude + history)
-    packet = build_referral_bundle(record, request, now=now, new_id=random_ids())
-    problems = check_document_bundle(packet.bundle)
+    packet = build_referral_bundle(record, request, now=now, new_id=random_ids(), sources=fetched.sources)
+    warnings = list(record.warnings) + [f"reference kept as display only: {ref}" for ref in packet.dropped_references]
+    del fetched, record  # the packet holds what it needs: let the models go before the JSON is written
+    problems = check_document_json(packet.document)
     if problems:  # our own mapper's bug, not the caller's: never store or send an invalid document
         raise MappingError(f"the packet failed the document checks: {problems[0]}", status=500, issue_code="exception")
-    warnings = list(record.warnings) + [f"reference kept as display only: {ref}" for ref in packet.dropped_references]
     referral = Referral(
         id=referral_id, patient_id=data.patient, ehr_base_url=client.base_url, status="draft",
         question=data.question, patient_questions=data.patient_questions, exclude=data.exclude,
@@ -63,7 +68,7 @@ def create_referral(client: FhirClient, repo: ReferralRepository, data: Referral
                    else "left out by the clinician"} for key in packet.excluded],
         warnings=warnings, readiness=[item.as_dict() for item in packet.readiness],
         since=data.since.isoformat() if data.since else None, counts=packet.counts,
-        packet_identifier=packet.bundle.identifier.value, packet_json=to_json(packet.bundle),
+        packet_identifier=packet.identifier, packet_json=packet.json,
         service_request_json=to_json(packet.service_request), task_json=to_json(packet.task),
         ehr_service_request=None, ehr_task=None, created_at=now, updated_at=now, sent_at=None)
     log.info("referral %s drafted for Patient/%s: %s", referral_id, data.patient, packet.counts)

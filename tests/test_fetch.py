@@ -142,3 +142,31 @@ def test_long_searches_are_paged_in_parallel_and_complete(make_app) -> None:  # 
     pages = [r for r in log if r["path"] == "/fhir/Condition"]
     assert len(pages) == -(-len(conditions) // 2)
     assert len({tuple(sorted(r["query"].items())) for r in pages}) == len(pages)  # no page read twice
+
+
+def test_the_packet_keeps_the_ehrs_decimals_and_instants_byte_for_byte(make_app) -> None:  # noqa: ANN001
+    body = ('{"resourceType":"Bundle","type":"transaction","entry":['
+            '{"fullUrl":"urn:uuid:p","resource":{"resourceType":"Patient","id":"dec-patient"},'
+            '"request":{"method":"PUT","url":"Patient/dec-patient"}},'
+            '{"resource":{"resourceType":"MedicationRequest","status":"active","intent":"order",'
+            '"subject":{"reference":"Patient/dec-patient"},"medicationCodeableConcept":{"text":"Drug"},'
+            '"authoredOn":"2024-01-02T03:04:05.1+00:00",'
+            '"dosageInstruction":[{"doseAndRate":[{"doseQuantity":{"value":2.50,"unit":"mg"}}]}]},'
+            '"request":{"method":"POST","url":"MedicationRequest"}}]}')
+    with SandboxServer(load_fixtures=False) as ehr:
+        loaded = requests.post(ehr.base_url, data=body, timeout=10,
+                               headers={"Content-Type": "application/fhir+json"})
+        assert loaded.status_code == 200, loaded.text[:300]
+        ehr.store.put("Condition", "broken", {"resourceType": "Condition", "id": "broken", "code": {"text": "Broken"},
+                                              "subject": {"reference": "Patient/dec-patient"},
+                                              "onsetAge": {"value": "not a number"}})  # past the sandbox's checks
+        client = make_app(FHIR_BASE_URL=ehr.base_url).test_client()
+        resp = client.post("/api/referrals", json={"patient": "dec-patient", "question": "Dose?"})
+        assert resp.status_code == 201, resp.get_data(as_text=True)[:500]
+        text = client.get(f"/api/referrals/{resp.get_json()['id']}/packet").get_data(as_text=True)
+    assert '"doseQuantity":{"value":2.50,"unit":"mg"}' in text
+    assert '"authoredOn":"2024-01-02T03:04:05.1+00:00"' in text
+    # the invalid Condition is reported, not passed on
+    assert any(w.startswith("skipped Condition/broken: Condition from the EHR is not valid R4")
+               for w in resp.get_json()["warnings"])
+    assert '"Broken"' not in text

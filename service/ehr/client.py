@@ -19,6 +19,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
+from mappers import fhirjson
 from mappers.errors import describe_validation_error
 from service.errors import Conflict, NotFound, UpstreamError, UpstreamTimeout
 
@@ -68,6 +69,15 @@ class Page:
     next_url: str | None
     total: int | None
     matches: int  # entries with search.mode match (or no mode)
+    sources: list[dict] = field(default_factory=list)  # with keep_json: each resource's JSON as the EHR sent it
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A resource as the EHR sent it (JSON, decimals exact) and the R4B model that validated it."""
+
+    data: dict
+    model: Resource
 
 
 @dataclass(frozen=True)
@@ -136,6 +146,10 @@ class FhirClient:
         """Read one resource; NotFound when the server has no such resource."""
         return _to_model(self._request_json("GET", f"{resource_type}/{resource_id}"))
 
+    def read_json(self, resource_type: str, resource_id: str) -> Fetched:
+        """Read one resource, validated, keeping the EHR's JSON; NotFound when the server has no such resource."""
+        return checked(self.get_json(f"{resource_type}/{resource_id}"))
+
     def search(self, resource_type: str, params: Mapping[str, str] | None = None,
                result: SearchResult | None = None) -> Iterator[Resource]:
         """Yield every matching (and included) resource, following next links to the end."""
@@ -152,18 +166,32 @@ class FhirClient:
             yield from page.resources
             url, query = page.next_url, None
 
-    def search_page(self, url: str, params: Mapping[str, str] | None = None) -> Page:
-        """Fetch one searchset page (url: a resource type, or a next link of this server)."""
-        data = self._request_json("GET", url, params=params)
+    def search_page(self, url: str, params: Mapping[str, Any] | None = None, *, keep_json: bool = False) -> Page:
+        """Fetch one searchset page (url: a resource type, or a next link of this server).
+
+        With keep_json, every resource is still validated through its model, and the page also keeps the JSON the
+        EHR sent (decimals exact) as `sources`, one per resource, for pass-through without re-serialising.
+        """
+        if keep_json:
+            return self.page_of(self.get_json(url, params), keep_json=True)
+        return self.page_of(self._request_json("GET", url, params=params))
+
+    def get_json(self, url: str, params: Mapping[str, Any] | None = None) -> dict:
+        """GET a resource or a searchset page as FHIR JSON (decimals exact, mappers.fhirjson), not yet validated."""
+        return _fhir_json(self._send("GET", self._url(url), params=params))
+
+    def page_of(self, data: dict, *, keep_json: bool = False) -> Page:
+        """A searchset page read from its JSON: each resource validated (see search_page)."""
         if data.get("resourceType") != "Bundle":
             raise UpstreamError(f"a search answered a {data.get('resourceType')}, not a Bundle")
         warnings: list[str] = []
         holder = SearchResult(warnings=warnings)
-        resources = list(self._page_resources(data, holder))
+        sources: list[dict] = []
+        resources = list(self._page_resources(data, holder, sources if keep_json else None))
         matches = sum(1 for e in data.get("entry") or []
                       if (e.get("search") or {}).get("mode", "match") == "match")
         total = data.get("total") if isinstance(data.get("total"), int) else None
-        return Page(resources, warnings, self._next_link(data), total, matches)
+        return Page(resources, warnings, self._next_link(data), total, matches, sources)
 
     def search_all(self, resource_type: str, params: Mapping[str, str] | None = None) -> SearchResult:
         """Run a search to the end and return everything with its warnings."""
@@ -207,8 +235,8 @@ class FhirClient:
                 return url
         return None
 
-    def _page_resources(self, page: dict, result: SearchResult) -> Iterator[Resource]:
-        for index, entry in enumerate(page.get("entry") or []):
+    def _page_resources(self, page: dict, result: SearchResult, sources: list[dict] | None = None) -> Iterator[Resource]:
+        for entry in page.get("entry") or []:
             data = entry.get("resource")
             if not isinstance(data, dict):
                 continue
@@ -217,9 +245,13 @@ class FhirClient:
                 result.warnings.extend(_outcome_messages(data))
                 continue
             try:
-                yield _to_model(data)
+                model = _to_model(data)
             except UpstreamError as exc:
                 result.warnings.append(f"skipped {data.get('resourceType')}/{data.get('id')}: {exc.diagnostics}")
+                continue
+            if sources is not None:
+                sources.append(data)
+            yield model
 
     def _request_json(self, method: str, url: str, *, params: Mapping[str, str] | None = None) -> dict:
         return _json_body(self._send(method, self._url(url), params=params))
@@ -332,6 +364,18 @@ def _json_body(resp: requests.Response) -> dict:
     return data
 
 
+def _fhir_json(resp: requests.Response) -> dict:
+    """The body as FHIR JSON with decimals kept exact (mappers.fhirjson), else as _json_body reports it."""
+    try:
+        data = fhirjson.loads(resp.content)
+    except ValueError as exc:
+        ctype = resp.headers.get("Content-Type", "none")
+        raise UpstreamError(f"the EHR answered {resp.status_code} with a body that is not JSON ({ctype})") from exc
+    if not isinstance(data, dict) or "resourceType" not in data:
+        raise UpstreamError("the EHR answered JSON that is not a FHIR resource")
+    return data
+
+
 def _outcome_or_none(resp: requests.Response) -> dict | None:
     try:
         data = resp.json()
@@ -346,6 +390,11 @@ def _outcome_messages(outcome: dict) -> list[str]:
         text = issue.get("diagnostics") or (issue.get("details") or {}).get("text") or issue.get("code")
         messages.append(f"{issue.get('severity', 'information')}: {text}")
     return messages
+
+
+def checked(data: dict) -> Fetched:
+    """A resource's JSON with the R4B model that validates it (UpstreamError when it is not valid R4)."""
+    return Fetched(data, _to_model(data))
 
 
 def _to_model(data: dict) -> Resource:

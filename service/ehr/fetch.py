@@ -1,19 +1,28 @@
 """Pull everything a consultant needs for one patient from the EHR, concurrently and within budgets.
 
-Every search in the plan starts at once (bounded by the per-server request cap). When a first page states its
-`total` and its next link carries a recognisable offset parameter, the remaining pages are requested in
-parallel; otherwise next links are followed one after another, as the server hands them out. References the
-results make to practitioners, organisations, encounters, medications and observations are then read in
-`_id` batches, and report attachments held as `url` are read into the packet.
+The Patient read goes out with /metadata; then every search in the plan starts at once (bounded by the
+per-server request cap). When a first page states its `total` and its next link carries a recognisable offset
+parameter, the remaining pages are requested in parallel; otherwise next links are followed one after another, as
+the server hands them out (an opaque cursor cannot be split: the next page's address exists only once the previous
+page is read).
+
+Each page is validated (every resource through its R4B model) by the thread that fetched it, while the other
+requests wait on the network, and what it references is noted at once. Practitioners, organisations, medications...
+come in the same search where the server lists an `_include` for them; the rest are read in `_id` batches that go
+out as soon as a request slot would otherwise idle (or a batch is full) and no running search may still include
+them. Report attachments held as a `url` to the server's Binary are read as soon as their report arrives.
+
+The EHR's JSON is kept for pass-through (mappers.packet writes it unchanged); the models stay with the record.
 """
 
-import base64
-import base64
+import heapq
+import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
@@ -22,22 +31,44 @@ from fhir.resources.R4B.resource import Resource
 
 from mappers import systems
 from mappers.record import PatientRecord
-from mappers.references import iter_references, reference_key
-from service.ehr.client import FhirClient, Page
+from mappers.references import json_references, json_resource_key, reference_key
+from service.ehr.client import FhirClient, Fetched, Page, checked
 from service.errors import NotFound, ServiceError, UpstreamError
 
 log = logging.getLogger(__name__)
 
-MAX_CONCURRENCY = 4  # per fetch; the client also caps requests in flight per server
+MAX_CONCURRENCY = 4  # requests in flight per fetch; the client also caps requests in flight per server
 # Encounters are not resolved one by one (a long history has hundreds); hospital stays come from their own search.
 REFERENCED_TYPES = ("Practitioner", "PractitionerRole", "Organization", "Medication", "Location", "Specimen",
                     "Observation")
+ID_BATCH = 20  # ids per _id search
 HOSPITAL_STAY_CLASSES = "IMP,ACUTE,NONAC"  # v3 ActCode inpatient classes (readiness: discharge summaries)
 OFFSET_PARAMS = ("_getpagesoffset", "_offset", "offset", "__offset")
 MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
 # Report documents a consultant needs (DESIGN.md "What we pull").
 REPORT_TYPES = (systems.LOINC_PATHOLOGY_STUDY, "60567-5", systems.LOINC_OPERATIVE_NOTE, systems.LOINC_PROCEDURE_NOTE,
                 systems.LOINC_DISCHARGE_SUMMARY, systems.LOINC_IMAGING_STUDY, systems.LOINC_CONSULT_NOTE)
+# The includes each search asks for: the first (DESIGN.md "What we pull") whenever the server does not list its
+# includes, the others only where it lists them. Each brings referenced resources of the types given, which would
+# otherwise be read by _id afterwards (R4 search parameters; REFERENCED_TYPES only, so the record is the same).
+INCLUDES: dict[str, dict[str, tuple[str, ...]]] = {
+    "DiagnosticReport": {"DiagnosticReport:result": ("Observation",),
+                         "DiagnosticReport:performer": ("Practitioner", "PractitionerRole", "Organization"),
+                         "DiagnosticReport:specimen": ("Specimen",)},
+    "MedicationRequest": {"MedicationRequest:medication": ("Medication",),
+                          "MedicationRequest:requester": ("Practitioner", "PractitionerRole", "Organization")},
+    "MedicationStatement": {"MedicationStatement:medication": ("Medication",)},
+    "Condition": {"Condition:asserter": ("Practitioner", "PractitionerRole")},
+    "Procedure": {"Procedure:performer": ("Practitioner", "PractitionerRole", "Organization")},
+    "AllergyIntolerance": {"AllergyIntolerance:recorder": ("Practitioner", "PractitionerRole"),
+                           "AllergyIntolerance:asserter": ("Practitioner", "PractitionerRole")},
+    "DocumentReference": {"DocumentReference:author": ("Practitioner", "PractitionerRole", "Organization"),
+                          "DocumentReference:custodian": ("Organization",)},
+    "Encounter": {"Encounter:practitioner": ("Practitioner",),
+                  "Encounter:service-provider": ("Organization",),
+                  "Encounter:location": ("Location",)},
+}
+DEFAULT_INCLUDES = ("DiagnosticReport:result", "MedicationRequest:medication")
 # When a server refuses a search without a status, ask again naming every status (R4 value sets).
 STATUS_FALLBACK = {
     "Condition": ("clinical-status", "active,recurrence,relapse,inactive,remission,resolved"),
@@ -51,14 +82,22 @@ STATUS_FALLBACK = {
 }
 
 Progress = Callable[[str, int, int | None], None]  # (resource type, pages done, pages known or None)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, eq=False)  # identity hashing: pages are kept per search
 class PlannedSearch:
-    """One search the fetch will run to the end."""
+    """One search the fetch will run to the end (params: a value, or a list for a repeated parameter)."""
 
     resource_type: str
-    params: dict[str, str]
+    params: dict[str, Any]
+
+    def included_types(self) -> set[str]:
+        """The referenced types this search's includes can bring."""
+        names = self.params.get("_include") or []
+        names = [names] if isinstance(names, str) else names
+        table = INCLUDES.get(self.resource_type, {})
+        return {t for name in names for t in table.get(name, ())}
 
 
 @dataclass
@@ -69,15 +108,23 @@ class FetchStats:
     pages: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class FetchedRecord:
+    """A fetched record and the EHR's JSON of its resources (for pass-through), by id() of their model."""
+
+    record: PatientRecord
+    sources: dict[int, dict]
+
+
 def plan_searches(patient_id: str, capability: CapabilityStatement) -> list[PlannedSearch]:
     """The patient searches to run, limited to what the server says it supports."""
     resources = {r.type: r for rest in capability.rest or [] if rest.mode == "server" for r in rest.resource or []}
     plan = []
     for resource_type, extra in [
         ("Condition", {}), ("Procedure", {}),
-        ("DiagnosticReport", {"_include": "DiagnosticReport:result"}),
+        ("DiagnosticReport", {}),
         ("MedicationStatement", {}),
-        ("MedicationRequest", {"intent": "order,plan", "_include": "MedicationRequest:medication"}),
+        ("MedicationRequest", {"intent": "order,plan"}),
         ("AllergyIntolerance", {}), ("CarePlan", {}),
         ("DocumentReference", {"type": ",".join(f"{systems.LOINC}|{c}" for c in REPORT_TYPES)}),
         ("Encounter", {"class": HOSPITAL_STAY_CLASSES}),
@@ -86,25 +133,30 @@ def plan_searches(patient_id: str, capability: CapabilityStatement) -> list[Plan
             continue
         if resource_type == "Encounter" and not _lists_param(resources.get(resource_type), "class"):
             continue  # without a class filter this would read every visit
-        plan.append(PlannedSearch(resource_type, {"patient": patient_id,
-                                                  **_supported(resources.get(resource_type), extra)}))
+        resource = resources.get(resource_type)
+        includes = _includes(resource_type, resource)
+        params = {"patient": patient_id, **_supported(resource, extra)}
+        if includes:
+            params["_include"] = includes[0] if len(includes) == 1 else includes
+        plan.append(PlannedSearch(resource_type, params))
     return plan
 
 
+def _includes(resource_type: str, resource: object) -> list[str]:
+    """The includes to ask for: those of INCLUDES the server lists, else (when it lists none) the default ones."""
+    listed = set(getattr(resource, "searchInclude", None) or [])
+    wanted = INCLUDES.get(resource_type, {})
+    if not listed:
+        return [name for name in wanted if name in DEFAULT_INCLUDES]
+    return [name for name in wanted if name in listed]
+
+
 def _supported(resource: object, params: dict[str, str]) -> dict[str, str]:
-    """Keep only the parameters and includes the server lists for this type (all, when it lists none)."""
+    """Keep only the parameters the server lists for this type (all, when it lists none)."""
     if resource is None:
         return params
     names = {p.name for p in resource.searchParam or []}
-    includes = set(resource.searchInclude or [])
-    kept = {}
-    for name, value in params.items():
-        if name == "_include":
-            if not includes or value in includes:
-                kept[name] = value
-        elif not names or name in names:
-            kept[name] = value
-    return kept
+    return {name: value for name, value in params.items() if not names or name in names}
 
 
 def _lists_param(resource: object, name: str) -> bool:
@@ -114,88 +166,6 @@ def _lists_param(resource: object, name: str) -> bool:
 def supported_types(capability: CapabilityStatement) -> set[str]:
     """Resource types the server's CapabilityStatement lists (empty when it lists none)."""
     return {r.type for rest in capability.rest or [] if rest.mode == "server" for r in rest.resource or []}
-
-
-class ParallelPager:
-    """Runs searches to the end on a shared pool, fetching pages in parallel where the server allows it."""
-
-    def __init__(self, client: FhirClient, pool: ThreadPoolExecutor, progress: Progress | None = None) -> None:
-        self.client, self.pool, self.progress = client, pool, progress
-        self._lock = threading.Lock()
-        self._pending = 0
-        self._done = threading.Event()
-        self._done.set()
-        self._error: BaseException | None = None
-        self.pages: dict[PlannedSearch, dict[int, Page]] = {}
-        self._known: dict[PlannedSearch, int | None] = {}
-
-    def start(self, search: PlannedSearch) -> None:
-        self.pages[search] = {}
-        self._known[search] = None
-        self._submit(search, 0, search.resource_type, search.params, first=True)
-
-    def wait(self) -> None:
-        self._done.wait()
-        if self._error is not None:
-            raise self._error
-
-    def _submit(self, search: PlannedSearch, index: int, url: str, params: dict | None, *, first: bool) -> None:
-        with self._lock:
-            if self._error is not None:
-                return
-            self._pending += 1
-            self._done.clear()
-        future = self.pool.submit(self._fetch, search, url, params)
-        future.add_done_callback(lambda f: self._landed(search, index, f, first))
-
-    def _fetch(self, search: PlannedSearch, url: str, params: dict | None) -> Page:
-        try:
-            return self.client.search_page(url, params)
-        except UpstreamError as exc:
-            fallback = STATUS_FALLBACK.get(search.resource_type)
-            if exc.upstream_status != 400 or params is None or fallback is None or fallback[0] in params:
-                raise
-            log.info("%s search refused without a status; asking again with every status", search.resource_type)
-            return self.client.search_page(url, {**params, fallback[0]: fallback[1]})
-
-    def _landed(self, search: PlannedSearch, index: int, future: Future, first: bool) -> None:
-        try:
-            page = future.result()
-            with self._lock:
-                self.pages[search][index] = page
-                if len(self.pages[search]) > self.client.max_pages:
-                    raise UpstreamError(f"{search.resource_type} search needs more than {self.client.max_pages} pages")
-            if page.next_url:
-                self._follow(search, index, page, first)
-            elif first:
-                self._known[search] = 1
-            if self.progress:
-                self.progress(search.resource_type, len(self.pages[search]), self._known[search])
-        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
-            with self._lock:
-                self._error = self._error or exc
-        finally:
-            with self._lock:
-                self._pending -= 1
-                if self._pending == 0:
-                    self._done.set()
-
-    def _follow(self, search: PlannedSearch, index: int, page: Page, first: bool) -> None:
-        urls = offset_pages(page.next_url, page.total, page.matches) if first else None
-        if urls:
-            self._known[search] = 1 + len(urls)
-            for n, url in enumerate(urls, start=1):
-                self._submit(search, n, url, None, first=False)
-        elif self._known[search] is None or index + 1 < (self._known[search] or 0) and first:
-            self._submit(search, index + 1, page.next_url, None, first=False)
-        elif self._known[search] is None:
-            self._submit(search, index + 1, page.next_url, None, first=False)
-
-    def resources(self, search: PlannedSearch) -> tuple[list[Resource], list[str]]:
-        pages = [self.pages[search][i] for i in sorted(self.pages[search])]
-        return [r for p in pages for r in p.resources], [w for p in pages for w in p.warnings]
-
-
 def offset_pages(next_url: str, total: int | None, page_matches: int) -> list[str] | None:
     """URLs of every remaining page, when the next link pages by an offset and the total is known."""
     if total is None or page_matches <= 0:
@@ -216,101 +186,329 @@ def offset_pages(next_url: str, total: int | None, page_matches: int) -> list[st
     return urls
 
 
-def fetch_patient_record(client: FhirClient, patient_id: str, *, progress: Progress | None = None,
-                         concurrency: int = MAX_CONCURRENCY) -> PatientRecord:
-    """Read the patient and run every planned search to the end, then resolve what they reference."""
-    capability = client.capabilities()
-    searches = plan_searches(patient_id, capability)
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fetch") as pool:
-        patient_future = pool.submit(client.read, "Patient", patient_id)
-        pager = ParallelPager(client, pool, progress)
-        for search in searches:
-            pager.start(search)
-        pager.wait()
-        patient = patient_future.result()
-        if not isinstance(patient, Patient):
+# Request order (lower first): first pages, which tell how much is left, then the pages after them, then the
+# reads of what was referenced or attached, which fill the slots the searches leave free.
+FIRST, LATER, SUPPORTING = 0, 1, 2
+
+
+class RecordFetch:
+    """One patient's fetch: requests in priority order, at most `concurrency` at a time, each handled as it lands.
+
+    A request's network part holds one of the fetch's slots; handling what came back (validating a page, filing
+    it, requesting the pages after it, noting what it references, reading its attachments) happens after the
+    slot is passed on, in the thread that fetched it. `wait` returns when nothing is left, or raises the first error.
+    """
+
+    def __init__(self, client: FhirClient, pool: ThreadPoolExecutor, *, concurrency: int = MAX_CONCURRENCY,
+                 progress: Progress | None = None) -> None:
+        self.client, self.pool, self.concurrency, self.progress = client, pool, concurrency, progress
+        self._lock = threading.Lock()
+        self._queue: list[tuple[int, int, Callable[[], Any], Callable[[Any], None]]] = []
+        self._sequence = itertools.count()
+        self._in_network = 0
+        self._pending = 0
+        self._done = threading.Event()
+        self._done.set()
+        self._error: BaseException | None = None
+        self.pages: dict[PlannedSearch, dict[int, Page]] = {}
+        self._known: dict[PlannedSearch, int | None] = {}
+        self._open: list[PlannedSearch] = []  # searches with pages still to come
+        self.patient: Fetched | None = None
+        self._have: set[str] = set()  # "Type/id" of what the searches and the Patient read brought
+        self._wanted: dict[str, dict[str, None]] = {}  # type → referenced ids not yet asked for (in order)
+        self._asked: set[str] = set()
+        self._batch_queued: set[str] = set()
+        self.batches: dict[tuple[str, str], tuple[list[Fetched], list[str]]] = {}  # (type, first id) → found, warnings
+        self.attachment_problems: dict[tuple[str, int], str] = {}  # ("Type/id", attachment number) → warning
+
+    # -- scheduling ------------------------------------------------------------------------------------
+    def read_patient(self, patient_id: str) -> None:
+        self._submit(FIRST, lambda: self.client.get_json(f"Patient/{patient_id}"), self._patient_landed)
+
+    def start(self, search: PlannedSearch) -> None:
+        with self._lock:
+            self.pages[search] = {}
+            self._known[search] = None
+            self._open.append(search)
+        self._submit_page(search, 0, search.resource_type, search.params, first=True)
+
+    def wait(self) -> None:
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+
+    def _submit(self, priority: int, network: Callable[[], T], landed: Callable[[T], None]) -> None:
+        with self._lock:
+            if self._error is not None:
+                return
+            self._pending += 1
+            self._done.clear()
+            heapq.heappush(self._queue, (priority, next(self._sequence), network, landed))
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        ready = []
+        with self._lock:
+            while self._queue and self._in_network < self.concurrency:
+                self._in_network += 1
+                ready.append(heapq.heappop(self._queue))
+        for _, _, network, landed in ready:
+            self.pool.submit(self._run, network, landed)
+
+    def _run(self, network: Callable[[], T], landed: Callable[[T], None]) -> None:
+        try:
+            try:
+                result = network()
+            finally:
+                with self._lock:
+                    self._in_network -= 1
+                self._dispatch()
+            landed(result)
+            self._queue_batches()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            with self._lock:
+                self._error = self._error or exc
+                self._pending -= len(self._queue)  # what has not started will not
+                self._queue.clear()
+        finally:
+            with self._lock:
+                self._pending -= 1
+                if self._pending == 0:
+                    self._done.set()
+
+    # -- pages -----------------------------------------------------------------------------------------
+    def _submit_page(self, search: PlannedSearch, index: int, url: str, params: dict | None, *, first: bool) -> None:
+        self._submit(FIRST if first else LATER, lambda: self._fetch_page(search, url, params),
+                     lambda data: self._page_landed(search, index, data, first))
+
+    def _fetch_page(self, search: PlannedSearch, url: str, params: dict | None) -> dict:
+        try:
+            return self.client.get_json(url, params)
+        except UpstreamError as exc:
+            fallback = STATUS_FALLBACK.get(search.resource_type)
+            if exc.upstream_status != 400 or params is None or fallback is None or fallback[0] in params:
+                raise
+            log.info("%s search refused without a status; asking again with every status", search.resource_type)
+            return self.client.get_json(url, {**params, fallback[0]: fallback[1]})
+
+    def _page_landed(self, search: PlannedSearch, index: int, data: dict, first: bool) -> None:
+        page = self.client.page_of(data, keep_json=True)
+        kept = {search.resource_type, *REFERENCED_TYPES}  # what an include of another type brings is not ours
+        pairs = [(m, d) for m, d in zip(page.resources, page.sources) if d.get("resourceType") in kept]
+        page = Page([m for m, _ in pairs], page.warnings, page.next_url, page.total, page.matches,
+                    [d for _, d in pairs])
+        with self._lock:
+            self.pages[search][index] = page
+            if len(self.pages[search]) > self.client.max_pages:
+                raise UpstreamError(f"{search.resource_type} search needs more than {self.client.max_pages} pages")
+        self._follow(search, index, page, first)
+        self._note(page.sources)
+        self._read_attachments(pairs)
+        with self._lock:
+            known = self._known[search]
+            if known is not None and len(self.pages[search]) >= known and search in self._open:
+                self._open.remove(search)
+        if self.progress:
+            self.progress(search.resource_type, len(self.pages[search]), self._known[search])
+
+    def _follow(self, search: PlannedSearch, index: int, page: Page, first: bool) -> None:
+        """Request the pages after this one: all at once when they page by offset, else the next one."""
+        if not page.next_url:
+            with self._lock:
+                if self._known[search] is None:
+                    self._known[search] = index + 1
+            return
+        urls = offset_pages(page.next_url, page.total, page.matches) if first else None
+        if urls:
+            with self._lock:
+                self._known[search] = 1 + len(urls)
+            for n, url in enumerate(urls, start=1):
+                self._submit_page(search, n, url, None, first=False)
+        elif self._known[search] is None:
+            self._submit_page(search, index + 1, page.next_url, None, first=False)
+
+    def _patient_landed(self, data: dict) -> None:
+        fetched = checked(data)
+        if not isinstance(fetched.model, Patient):
             raise UpstreamError("the EHR answered a read of Patient with another resource type")
-        resources: list[Resource] = []
+        self.patient = fetched
+        self._note([data])
+
+    def resources(self, search: PlannedSearch) -> tuple[list[Resource], list[dict], list[str]]:
+        """A finished search's resources, their JSON and the server's warnings, in page order."""
+        pages = [self.pages[search][i] for i in sorted(self.pages[search])]
+        return ([r for p in pages for r in p.resources], [d for p in pages for d in p.sources],
+                [w for p in pages for w in p.warnings])
+
+    # -- references ------------------------------------------------------------------------------------
+    def _note(self, sources: list[dict]) -> None:
+        """File what arrived and note the referenced resources still to read."""
+        base = self.client.base_url
+        keys = [k for d in sources if (k := json_resource_key(d))]
+        referenced = [k for d in sources for ref in json_references(d)
+                      if (k := reference_key(ref["reference"], base)) and k.split("/")[0] in REFERENCED_TYPES]
+        with self._lock:
+            self._have.update(keys)
+            for key in referenced:
+                if key not in self._have and key not in self._asked:
+                    resource_type, resource_id = key.split("/")
+                    self._wanted.setdefault(resource_type, {})[resource_id] = None
+
+    def _queue_batches(self) -> None:
+        """Queue an _id read for each type with ids to read that no running search may still include."""
+        with self._lock:
+            blocked = {t for s in self._open for t in s.included_types()}
+            due = [t for t, ids in self._wanted.items() if ids and t not in blocked and t not in self._batch_queued]
+            self._batch_queued.update(due)
+        for resource_type in due:
+            self._submit(SUPPORTING, lambda t=resource_type: self._fetch_wanted(t), self._batch_landed)
+
+    def _fetch_wanted(self, resource_type: str) -> tuple[str, list[str], tuple[list[Fetched], list[str]]] | None:
+        """Read up to ID_BATCH of the ids wanted now (the batch is made when its turn comes, so it is as full as
+        it can be); queue another read when more are left."""
+        with self._lock:
+            self._batch_queued.discard(resource_type)
+            wanted = self._wanted.get(resource_type, {})
+            fresh = [i for i in wanted if f"{resource_type}/{i}" not in self._have]
+            ids, rest = fresh[:ID_BATCH], fresh[ID_BATCH:]
+            self._wanted[resource_type] = dict.fromkeys(rest)
+            self._asked.update(f"{resource_type}/{i}" for i in ids)
+        if rest:
+            self._queue_batches()
+        return (resource_type, ids, self._fetch_ids(resource_type, ids)) if ids else None
+
+    def _fetch_ids(self, resource_type: str, ids: list[str]) -> tuple[list[Fetched], list[str]]:
+        """Read resources by _id (all pages); a server that cannot search the type leaves them display-only."""
+        found: list[Fetched] = []
         warnings: list[str] = []
-        for search in searches:
-            found, said = pager.resources(search)
-            resources.extend(found)
-            warnings.extend(said)
-        resources = _unique(resources)
-        resources += resolve_references(client, pool, resources, patient, warnings)
-        inline_attachments(client, pool, resources, warnings)
-    log.info("fetched %d resources for Patient/%s in %d searches, %d requests", len(resources), patient_id,
-             len(searches), client.request_count)
-    return PatientRecord(patient=patient, resources=resources, base_url=client.base_url, warnings=warnings)
+        url: str | None = resource_type
+        params: dict | None = {"_id": ",".join(ids), "_count": str(len(ids))}
+        try:
+            while url is not None:
+                page = self.client.search_page(url, params, keep_json=True)
+                warnings += page.warnings
+                found += [Fetched(d, m) for m, d in zip(page.resources, page.sources)
+                          if d.get("resourceType") == resource_type]
+                url, params = page.next_url, None
+        except NotFound as exc:
+            warnings.append(f"could not resolve {len(ids)} {resource_type} reference(s): {exc.diagnostics}")
+        return found, warnings
+
+    def _batch_landed(self, result: tuple[str, list[str], tuple[list[Fetched], list[str]]] | None) -> None:
+        if result is not None:
+            resource_type, ids, found = result
+            with self._lock:
+                self.batches[(resource_type, ids[0])] = found
+
+    # -- attachments -----------------------------------------------------------------------------------
+    def _read_attachments(self, pairs: list[tuple[Resource, dict]]) -> None:
+        """Read report attachments held as a url to the server's Binary (size-capped) into their data."""
+        for model, data in pairs:
+            for n, (attachment, attachment_model) in enumerate(_attachments(model, data)):
+                url = attachment.get("url")
+                key = reference_key(url, self.client.base_url) if isinstance(url, str) else None
+                if attachment.get("data") is None and key and key.startswith("Binary/"):
+                    where = (f"{model.get_resource_type()}/{model.id}", n)
+                    self._submit(SUPPORTING, lambda a=attachment, k=key: self._read_binary(a, k),
+                                 lambda found, a=attachment, m=attachment_model, w=where: self._binary_landed(
+                                     a, m, w, found))
+
+    def _read_binary(self, attachment: dict, key: str) -> Fetched | str:
+        size = attachment.get("size")
+        if isinstance(size, int) and size > MAX_ATTACHMENT_BYTES:
+            return f"{key} is larger than {MAX_ATTACHMENT_BYTES // 1_000_000} MB; left as a link"
+        try:
+            return self.client.read_json(*key.split("/"))
+        except ServiceError as exc:
+            return f"{key} could not be read: {exc.diagnostics}"
+
+    def _binary_landed(self, attachment: dict, model: Any, where: tuple[str, int], found: Fetched | str) -> None:
+        key = reference_key(attachment["url"], self.client.base_url)
+        if isinstance(found, Fetched):
+            data = found.data.get("data")
+            if not isinstance(data, str) or len(data) * 3 // 4 > MAX_ATTACHMENT_BYTES:
+                found = f"{key} has no data or is larger than {MAX_ATTACHMENT_BYTES // 1_000_000} MB; left as a link"
+            else:
+                attachment["data"] = data  # base64, as the Binary carried it
+                content_type = found.data.get("contentType")
+                if not attachment.get("contentType") and content_type:
+                    attachment["contentType"] = content_type
+                    model.contentType = content_type
+                return
+        with self._lock:
+            self.attachment_problems[where] = found
 
 
-def resolve_references(client: FhirClient, pool: ThreadPoolExecutor, resources: list[Resource], patient: Patient,
-                       warnings: list[str]) -> list[Resource]:
-    """Read the Practitioners, Organizations, Encounters... that the fetched resources point at, in _id batches."""
-    have = {f"{r.get_resource_type()}/{r.id}" for r in resources} | {f"Patient/{patient.id}"}
-    missing: dict[str, set[str]] = {}
-    for resource in [patient, *resources]:
-        for ref in iter_references(resource):
-            key = reference_key(ref.reference or "", client.base_url)
-            if key and key not in have and key.split("/")[0] in REFERENCED_TYPES:
-                missing.setdefault(key.split("/")[0], set()).add(key.split("/")[1])
-    batch = 20
-    batches = [(t, sorted(ids)[i:i + batch]) for t, ids in sorted(missing.items()) for i in range(0, len(ids), batch)]
-    found = list(pool.map(lambda b: _fetch_ids(client, b[0], b[1], warnings), batches))
-    return _unique(r for group in found for r in group if f"{r.get_resource_type()}/{r.id}" not in have)
-
-
-def _fetch_ids(client: FhirClient, resource_type: str, ids: list[str], warnings: list[str]) -> list[Resource]:
-    try:
-        result = client.search_all(resource_type, {"_id": ",".join(ids), "_count": str(len(ids))})
-    except NotFound as exc:  # the server cannot search this type; the references stay display-only
-        warnings.append(f"could not resolve {len(ids)} {resource_type} reference(s): {exc.diagnostics}")
-        return []
-    warnings.extend(result.warnings)
-    return [r for r in result.resources if r.get_resource_type() == resource_type]
-
-
-def inline_attachments(client: FhirClient, pool: ThreadPoolExecutor, resources: list[Resource],
-                       warnings: list[str]) -> None:
-    """Read report attachments held as a url to the server's Binary into the attachment's data (size-capped)."""
-    attachments = [a for r in resources for a in _attachments(r)
-                   if a.data is None and a.url and reference_key(a.url, client.base_url, ) and
-                   reference_key(a.url, client.base_url).startswith("Binary/")]
-    for attachment, problem in zip(attachments, pool.map(lambda a: _read_binary(client, a), attachments)):
-        if problem:
-            warnings.append(problem)
-
-
-def _attachments(resource: Resource) -> Iterable:
-    if resource.get_resource_type() == "DocumentReference":
-        return [c.attachment for c in resource.content or []]
-    if resource.get_resource_type() == "DiagnosticReport":
-        return list(resource.presentedForm or [])
+def _attachments(model: Resource, data: dict) -> list[tuple[dict, Any]]:
+    """A report's attachments: (its JSON, its model) pairs."""
+    if data.get("resourceType") == "DocumentReference":
+        return [(c["attachment"], m.attachment) for c, m in zip(data.get("content") or [], model.content or [])
+                if isinstance(c, dict) and isinstance(c.get("attachment"), dict)]
+    if data.get("resourceType") == "DiagnosticReport":
+        return [(a, m) for a, m in zip(data.get("presentedForm") or [], model.presentedForm or [])
+                if isinstance(a, dict)]
     return []
 
 
-def _read_binary(client: FhirClient, attachment) -> str | None:  # noqa: ANN001 - an R4B Attachment
-    key = reference_key(attachment.url, client.base_url)
-    if attachment.size and attachment.size > MAX_ATTACHMENT_BYTES:
-        return f"{key} is larger than {MAX_ATTACHMENT_BYTES // 1_000_000} MB; left as a link"
-    try:
-        binary = client.read(*key.split("/"))
-    except ServiceError as exc:
-        return f"{key} could not be read: {exc.diagnostics}"
-    data = getattr(binary, "data", None)
-    if data is None or len(data) * 3 // 4 > MAX_ATTACHMENT_BYTES:
-        return f"{key} has no data or is larger than {MAX_ATTACHMENT_BYTES // 1_000_000} MB; left as a link"
-    attachment.data = data if isinstance(data, bytes) else base64.b64decode(data)
-    attachment.contentType = attachment.contentType or binary.contentType
-    return None
+def fetch_patient(client: FhirClient, patient_id: str, *, progress: Progress | None = None,
+                  concurrency: int = MAX_CONCURRENCY) -> FetchedRecord:
+    """Read the patient and run every planned search to the end, with what they reference; keep the EHR's JSON."""
+    # Twice the threads of the requests in flight: a thread validating the page it fetched holds no request slot.
+    with ThreadPoolExecutor(max_workers=2 * concurrency, thread_name_prefix="fetch") as pool:
+        fetch = RecordFetch(client, pool, concurrency=concurrency, progress=progress)
+        fetch.read_patient(patient_id)  # needs no capability: it goes out with /metadata
+        try:
+            searches = plan_searches(patient_id, client.capabilities())
+            for search in searches:
+                fetch.start(search)
+        finally:
+            fetch.wait()
+    return _assemble(client, patient_id, fetch, searches)
 
 
-def _unique(resources: Iterable[Resource]) -> list[Resource]:
+def fetch_patient_record(client: FhirClient, patient_id: str, *, progress: Progress | None = None,
+                         concurrency: int = MAX_CONCURRENCY) -> PatientRecord:
+    """Read the patient and run every planned search to the end, then resolve what they reference."""
+    return fetch_patient(client, patient_id, progress=progress, concurrency=concurrency).record
+
+
+def _assemble(client: FhirClient, patient_id: str, fetch: RecordFetch, searches: list[PlannedSearch]) -> FetchedRecord:
+    """The record in a stable order: the searches' resources (plan, page and entry order), then what they reference."""
+    if fetch.patient is None:
+        raise UpstreamError("the EHR did not answer the read of Patient")
+    found: list[tuple[Resource, dict]] = []
+    warnings: list[str] = []
+    for search in searches:
+        models, sources, said = fetch.resources(search)
+        found += zip(models, sources)
+        warnings += said
+    resources = _unique(found)
+    have = {f"{m.get_resource_type()}/{m.id}" for m, _ in resources}
+    have.add(f"Patient/{fetch.patient.model.id}")
+    for key in sorted(fetch.batches):
+        batch, said = fetch.batches[key]
+        warnings += said
+        new = _unique((f.model, f.data) for f in batch if f"{f.model.get_resource_type()}/{f.model.id}" not in have)
+        resources += new
+        have.update(f"{m.get_resource_type()}/{m.id}" for m, _ in new)
+    position = {f"{m.get_resource_type()}/{m.id}": n for n, (m, _) in enumerate(resources)}
+    warnings += [fetch.attachment_problems[k] for k in
+                 sorted(fetch.attachment_problems, key=lambda k: (position.get(k[0], len(position)), k[1]))]
+    log.info("fetched %d resources for Patient/%s in %d searches, %d requests", len(resources), patient_id,
+             len(searches), client.request_count)
+    record = PatientRecord(patient=fetch.patient.model, resources=[m for m, _ in resources],
+                           base_url=client.base_url, warnings=warnings)
+    sources = {id(m): d for m, d in resources}
+    sources[id(fetch.patient.model)] = fetch.patient.data
+    return FetchedRecord(record, sources)
+
+
+def _unique(resources: Iterable[tuple[Resource, dict]]) -> list[tuple[Resource, dict]]:
     seen: set[str] = set()
-    out: list[Resource] = []
-    for r in resources:
-        key = f"{r.get_resource_type()}/{r.id}"
+    out: list[tuple[Resource, dict]] = []
+    for model, data in resources:
+        key = f"{model.get_resource_type()}/{model.id}"
         if key not in seen:
             seen.add(key)
-            out.append(r)
+            out.append((model, data))
     return out

@@ -314,3 +314,71 @@ def test_full_urls_are_unique_urn_uuids_and_ehr_ids_are_kept(now: datetime) -> N
 def test_a_naive_clock_is_refused() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         build_referral_bundle(small_record(), request(), now=datetime(2024, 6, 1), new_id=sequential_ids())
+
+
+# --- the EHR's JSON travels as sent ----------------------------------------------------------------------
+
+
+def sourced(record: PatientRecord) -> dict[int, dict]:
+    """The EHR's JSON of a record's resources (as the fetch hands it over), by id() of their model."""
+    from mappers import fhirjson
+
+    models = [record.patient, *record.resources]
+    return {id(m): fhirjson.loads(m.model_dump_json(exclude_none=True)) for m in models}
+
+
+def test_the_ehrs_json_travels_unchanged_but_for_its_references(now: datetime) -> None:
+    from mappers import fhirjson
+    from mappers.validation import check_document_json
+
+    text = ('{"resourceType":"Observation","id":"o1","status":"final","code":{"text":"Potassium"},'
+            '"subject":{"reference":"Patient/p1"},"effectiveDateTime":"2024-05-01T10:00:00.1234+02:00",'
+            '"performer":[{"reference":"Practitioner/gone"}],"valueQuantity":{"value":100.00,"unit":"mg"},'
+            '"referenceRange":[{"low":{"value":3.50},"high":{"value":1e1}}]}')
+    data = fhirjson.loads(text)
+    record = small_record()
+    model = resource(data)
+    record.resources.append(model)
+    sources = sourced(record) | {id(model): data}
+    packet = build_referral_bundle(record, request(), now=now, new_id=sequential_ids(), sources=sources)
+    [entry] = [e for e in packet.document["entry"] if e["resource"]["resourceType"] == "Observation"]
+    patient_url = packet.document["entry"][1]["fullUrl"]
+    expected = text.replace('"Patient/p1"', f'"{patient_url}"').replace(
+        '{"reference":"Practitioner/gone"}', '{"display":"Practitioner (not included)"}')
+    assert fhirjson.dumps(entry["resource"]) == expected
+    assert expected in packet.json
+    assert data == fhirjson.loads(text)  # the record's JSON is left as it was
+    assert check_document_json(packet.document) == []
+    assert check_document_bundle(packet.bundle) == []
+
+
+@pytest.mark.parametrize("path", SYNTHEA[:3], ids=SYNTHEA_IDS[:3])
+def test_the_packet_reads_the_same_from_the_ehrs_json_as_from_models(path: Path, synthea_record: Load,
+                                                                     now: datetime) -> None:
+    record = synthea_record(path)
+    exclude = [f"Condition/{c.id}" for c in record.of_type("Condition")[:2]]
+    from_json = build_referral_bundle(record, request(exclude=exclude), now=now, new_id=sequential_ids(),
+                                      sources=sourced(record))
+    from_models = build(record, now, exclude=exclude)
+    assert from_json.document["entry"][0] == from_models.document["entry"][0]  # the Composition and narratives
+    assert [e["fullUrl"] for e in from_json.document["entry"]] == [e["fullUrl"] for e in from_models.document["entry"]]
+    assert from_json.dropped_references == from_models.dropped_references
+
+
+@pytest.mark.parametrize("path", SYNTHEA[:3], ids=SYNTHEA_IDS[:3])
+def test_section_narratives_are_those_of_the_rewritten_resources(path: Path, synthea_record: Load,
+                                                                 now: datetime) -> None:
+    """The narratives read the EHR's resources through a DocumentView; they are what rewritten copies give."""
+    from mappers.narrative import section_narrative
+    from mappers.references import rewrite_references
+
+    record = synthea_record(path)
+    exclude = [f"Condition/{c.id}" for c in record.of_type("Condition")[:2]]
+    packet = build(record, now, exclude=exclude)
+    urls = {f"{e.resource.get_resource_type()}/{e.resource.id}": e.fullUrl for e in packet.bundle.entry[1:]}
+    originals = {f"{r.get_resource_type()}/{r.id}": r for r in [record.patient, *record.resources]}
+    by_url = {url: rewrite_references(originals[key], urls, base_url=record.base_url, redact=frozenset(exclude))[0]
+              for key, url in urls.items() if key in originals}
+    for section in composition(packet).section[1:-1]:
+        copies = [by_url[ref.reference] for ref in section.entry or []]
+        assert section.text.div == section_narrative(section.title, copies, resolve=by_url.get).div, section.title

@@ -120,3 +120,17 @@ def test_rewrite_keeps_references_already_pointing_into_the_bundle() -> None:
     condition = Condition.model_validate({"resourceType": "Condition", "subject": {"reference": "urn:uuid:p"}})
     copy, dropped = rewrite_references(condition, {"Patient/p1": "urn:uuid:p"})
     assert copy.subject.reference == "urn:uuid:p" and dropped == []
+
+
+@pytest.mark.parametrize("redact", [frozenset(), frozenset({"Practitioner/dr1"})], ids=["plain", "redacted"])
+def test_rewriting_json_matches_rewriting_the_model(redact: frozenset[str]) -> None:
+    from mappers.references import rewrite_json_references
+
+    mapping = {"Patient/p1": "urn:uuid:p", "Observation/o2": "urn:uuid:o2"}
+    model = condition_with_references()
+    data = model.model_dump(mode="json", exclude_none=True)
+    copy, dropped = rewrite_references(model, mapping, base_url=BASE, redact=redact)
+    json_copy, json_dropped = rewrite_json_references(data, mapping, base_url=BASE, redact=redact)
+    assert json_copy == copy.model_dump(mode="json", exclude_none=True)
+    assert sorted(json_dropped) == sorted(dropped)  # in the order the JSON has them
+    assert data == model.model_dump(mode="json", exclude_none=True)  # the EHR's JSON is not changed
