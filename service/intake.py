@@ -35,13 +35,14 @@ class ReferralInput:
     patient_questions: list[str]
     exclude: list[str]
     since: date | None = None
+    consultant: str | None = None  # the id of a configured consultant (service/consultants.py)
 
 
 def parse_referral_input(body: object) -> ReferralInput:
     """Check a referral request body; InvalidRequest names the first problem."""
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object")
-    unknown = set(body) - {"patient", "question", "patient_questions", "exclude", "since"}
+    unknown = set(body) - {"patient", "question", "patient_questions", "exclude", "since", "consultant"}
     if unknown:
         raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
     patient = body.get("patient")
@@ -66,8 +67,11 @@ def parse_referral_input(body: object) -> ReferralInput:
         since_date = None
     if since is not None and (since_date is None or not isinstance(since, str) or len(since) != 10):
         raise InvalidRequest("'since' must be a date (YYYY-MM-DD): history before it is left out")
+    consultant = body.get("consultant")
+    if consultant is not None and (not isinstance(consultant, str) or not FHIR_ID.match(consultant)):
+        raise InvalidRequest("'consultant' must be the id of a configured consultant")
     return ReferralInput(patient, question.strip(), [q.strip() for q in patient_questions],
-                         list(dict.fromkeys(exclude)), since_date)
+                         list(dict.fromkeys(exclude)), since_date, consultant)
 
 
 def parse_json_body(data: bytes) -> object:

@@ -21,6 +21,7 @@ from mappers.packet import ReferralRequest, build_referral_bundle
 from mappers.referral import task_with_status
 from mappers.selection import history_before
 from mappers.validation import check_document_json
+from service.consultants import display as consultant_display, require_consultant
 from service.ehr.client import FhirClient, WriteResult
 from service.ehr.fetch import fetch_patient
 from service.errors import Conflict
@@ -48,13 +49,15 @@ def create_referral(client: FhirClient, repo: ReferralRepository, data: Referral
 
     The packet carries the EHR's resources as the EHR sent them (their JSON, references rewritten).
     """
+    consultant = require_consultant(data.consultant)  # 400 for an unknown consultant, before any EHR work
     fetched = fetch_patient(client, data.patient)
     record = fetched.record
     referral_id = str(uuid.uuid4())
     now = datetime.now(UTC)
     history = [k for k in history_before(record, data.since) if k not in data.exclude] if data.since else []
     request = ReferralRequest(referral_id=referral_id, question=data.question,
-                              patient_questions=data.patient_questions, exclude=data.exclude + history)
+                              patient_questions=data.patient_questions, exclude=data.exclude + history,
+                              consultant_display=consultant_display(consultant) if consultant else None)
     packet = build_referral_bundle(record, request, now=now, new_id=random_ids(), sources=fetched.sources)
     warnings = list(record.warnings) + [f"reference kept as display only: {ref}" for ref in packet.dropped_references]
     del fetched, record  # the packet holds what it needs: let the models go before the JSON is written
@@ -70,7 +73,8 @@ def create_referral(client: FhirClient, repo: ReferralRepository, data: Referral
         since=data.since.isoformat() if data.since else None, counts=packet.counts,
         packet_identifier=packet.identifier, packet_json=packet.json,
         service_request_json=to_json(packet.service_request), task_json=to_json(packet.task),
-        ehr_service_request=None, ehr_task=None, created_at=now, updated_at=now, sent_at=None)
+        ehr_service_request=None, ehr_task=None, created_at=now, updated_at=now, sent_at=None,
+        consultant_id=consultant.id if consultant else None)
     log.info("referral %s drafted for Patient/%s: %s", referral_id, data.patient, packet.counts)
     return repo.add(referral, actor=actor)
 
@@ -160,7 +164,7 @@ def referral_json(referral: Referral, consult: Consult | None, *, base: str = ""
     body: dict = {
         "id": referral.id, "status": referral.status, "status_reason": referral.status_reason,
         "patient": f"Patient/{referral.patient_id}",
-        "ehr": referral.ehr_base_url, "question": referral.question,
+        "ehr": referral.ehr_base_url, "consultant": referral.consultant_id, "question": referral.question,
         "patient_questions": referral.patient_questions,
         "created": iso(referral.created_at), "updated": iso(referral.updated_at), "sent": iso(referral.sent_at),
         "packet": {"identifier": referral.packet_identifier, "url": f"{base}/api/referrals/{referral.id}/packet",

@@ -241,3 +241,22 @@ def test_sending_records_both_ehr_writes_in_the_audit(client) -> None:  # noqa: 
     audit = client.get(f"/api/referrals/{referral_id}/audit").get_json()
     writes = {(e["resource"], e["method"], e["status"]) for e in audit if e["action"] == "ehr.write"}
     assert {(sent["service_request"], "POST", 201), (sent["task"], "POST", 201)} <= writes
+
+
+def test_the_chosen_consultant_is_the_orders_performer_and_the_tasks_owner(client, ehr) -> None:  # noqa: ANN001
+    resp = create(client, "so-prostate-patient", consultant="demo-urology")
+    assert resp.status_code == 201 and resp.get_json()["consultant"] == "demo-urology"
+    sent = client.post(f"/api/referrals/{resp.get_json()['id']}/send").get_json()
+    order = ehr.store.get("ServiceRequest", sent["service_request"].split("/")[1])
+    task = ehr.store.get("Task", sent["task"].split("/")[1])
+    assert [p["display"] for p in order["performer"]] == ["Dr. Avery Quill (synthetic) (Urologic oncology)"]
+    assert task["owner"]["display"] == "Dr. Avery Quill (synthetic) (Urologic oncology)"
+
+
+def test_an_unknown_consultant_is_400_before_the_ehr_is_asked(client, ehr) -> None:  # noqa: ANN001
+    before = len(ehr.requests)
+    outcome = assert_outcome(create(client, "so-prostate-patient", consultant="dr-nobody"), 400)
+    assert "demo-urology" in outcome["issue"][0]["diagnostics"]  # says which ones there are
+    assert len(ehr.requests) == before
+    assert_outcome(create(client, "so-prostate-patient", consultant=["demo-urology"]), 400)
+

@@ -38,6 +38,7 @@ class ReferralRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     status_reason: Mapped[str | None] = mapped_column(Text)  # why the referral is in its status (failed, rejected...)
+    consultant_id: Mapped[str | None] = mapped_column(String(64))  # the configured consultant asked (CONSULTANTS)
     # The write-back lease: the one worker allowed to run this referral's outbox jobs, until it expires.
     lease_owner: Mapped[str | None] = mapped_column(String(160))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -47,6 +47,7 @@ class Referral:
     readiness: list[dict] = field(default_factory=list)
     since: str | None = None
     status_reason: str | None = None
+    consultant_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,13 @@ class ReferralRepository:
         """The referral, or NotFound."""
         with self._session() as s:
             return _referral(_referral_row(s, referral_id))
+
+    def find_referrals(self, patient_id: str) -> list[Referral]:
+        """A patient's referrals, newest first (callers keep those of the EHR they are working with)."""
+        with self._session() as s:
+            rows = s.scalars(select(ReferralRow).where(ReferralRow.patient_id == patient_id)
+                             .order_by(ReferralRow.created_at.desc())).all()
+            return [_referral(row) for row in rows]
 
     def transition(self, referral_id: str, target: str, *, actor: str, reason: str | None = None,
                    mirror_profile: str | None = None, **changes: object) -> Referral:

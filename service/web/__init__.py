@@ -11,7 +11,7 @@ from flask_wtf.csrf import CSRFError
 
 from service.auth.isolation import patient_independent
 from service.web import clinician, consultant
-from service.web.links import configured_consultants
+from service.consultants import configured_consultants
 from service.web.pages import error_page
 from service.web.security import init_security
 

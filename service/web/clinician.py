@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from flask import Blueprint, Response, redirect, request, url_for
 from markupsafe import Markup
 from lxml import etree
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from mappers.consult_form import Consultant
 from mappers.narrative import Row, sanitize_div, summarise
@@ -24,9 +22,9 @@ from service.auth.tenants import normalize_iss
 from service.ehr.connection import get_client
 from service.errors import Conflict, ServiceError, Unauthorized
 from service.intake import MAX_PATIENT_QUESTIONS, MAX_QUESTION_CHARS, ReferralInput
-from service.store.models import ReferralRow
-from service.store.repository import AuditEvent, Referral, get_repository, utcnow
-from service.web.links import configured_consultants, consultant_link, find_consultant
+from service.consultants import configured_consultants, find_consultant
+from service.store.repository import Referral, get_repository
+from service.web.links import consultant_link
 from service.web.packet_view import Item, packet_view, patient_display, read_packet
 from service.web.pages import PATIENT_QUESTION_SUGGESTIONS, error_page, page
 
@@ -34,7 +32,6 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/static/web")
 
-CONSULTANT_CHOSEN = "consultant.chosen"
 REPLACED_REASON = "replaced by an updated draft"
 MAX_EXCLUDED_LOOKUPS = 50
 DEFAULT_PATIENT_QUESTIONS = 3  # the first suggestions come ticked
@@ -72,12 +69,8 @@ def render_home() -> Response:
 
 def patient_referrals(patient_id: str, iss: str) -> list[Referral]:
     """This patient's referrals at this EHR, newest first (drafts replaced by a newer draft left out)."""
-    repo = get_repository()
-    with Session(repo.engine) as s:
-        ids = s.scalars(select(ReferralRow.id).where(ReferralRow.patient_id == patient_id)
-                        .order_by(ReferralRow.created_at.desc())).all()
-    found = [repo.get(i) for i in ids]
-    return [r for r in found if normalize_iss(r.ehr_base_url) == normalize_iss(iss)
+    return [r for r in get_repository().find_referrals(patient_id)
+            if normalize_iss(r.ehr_base_url) == normalize_iss(iss)
             and not (r.status == "cancelled" and r.status_reason == REPLACED_REASON)]
 
 
@@ -139,26 +132,12 @@ def start_referral(patient_id: str) -> Response:
     form = read_request_form()
     if form.errors:
         return _new_referral_page(launched, patient_id, status=400, values=form, errors=form.errors)
-    referral = referrals.create_referral(get_client(), get_repository(),
-                                         ReferralInput(patient_id, form.question, form.patient_questions, []),
-                                         actor=_actor())
-    _record_consultant(referral.id, form.consultant)
+    data = ReferralInput(patient_id, form.question, form.patient_questions, [],
+                         consultant=form.consultant.id if form.consultant else None)
+    referral = referrals.create_referral(get_client(), get_repository(), data, actor=_actor())
     return redirect(url_for("web.referral_page", referral_id=referral.id), code=303, Response=Response)
 
 
-def _record_consultant(referral_id: str, consultant: Consultant | None) -> None:
-    """Who the referral is for, kept in its audit trail (an id, never patient data)."""
-    if consultant is None:
-        return
-    get_repository().record_audit(AuditEvent(at=utcnow(), actor=_actor(), action=CONSULTANT_CHOSEN,
-                                             referral_id=referral_id, resource=f"consultant/{consultant.id}",
-                                             method=None, http_status=None, detail=None))
-
-
-def chosen_consultant(referral_id: str) -> Consultant | None:
-    """The consultant last chosen for a referral."""
-    events = [e for e in get_repository().audit(referral_id) if e.action == CONSULTANT_CHOSEN and e.resource]
-    return find_consultant(events[-1].resource.removeprefix("consultant/")) if events else None
 
 
 # --- one referral: the draft to review, or what happened to it --------------------------------------------------
@@ -179,7 +158,7 @@ def _draft_page(launched: LaunchedSession, referral: Referral, *, status: int, v
     view = packet_view(read_packet(referral.packet_json), excluded=_excluded_items(referral))
     suggested = list(PATIENT_QUESTION_SUGGESTIONS)
     asked = values.patient_questions if values else referral.patient_questions
-    consultant = values.consultant if values else chosen_consultant(referral.id)
+    consultant = values.consultant if values else find_consultant(referral.consultant_id)
     gaps = [r for r in referral.readiness if r.get("status") != "ok"]
     left_out_documents = [i for s in view.sections if s.key == "reports" for i in s.items if not i.included]
     return page("draft.html", status, launched=launched, referral=referral, view=view, errors=errors,
@@ -223,15 +202,16 @@ def update_referral(referral_id: str) -> Response:
     included = set(request.form.getlist("include"))
     exclude = [key for key in offered if key not in included]
     action = request.form.get("action", "refresh")
+    consultant_id = form.consultant.id if form.consultant else None
     unchanged = (exclude == list(referral.exclude) and form.question == referral.question
-                 and form.patient_questions == list(referral.patient_questions))
+                 and form.patient_questions == list(referral.patient_questions)
+                 and consultant_id == referral.consultant_id)
     if action != "send" or not unchanged:
-        data = ReferralInput(referral.patient_id, form.question, form.patient_questions, exclude)
+        data = ReferralInput(referral.patient_id, form.question, form.patient_questions, exclude,
+                             consultant=consultant_id)
         replacement = referrals.create_referral(get_client(), repo, data, actor=_actor())
         repo.transition(referral_id, "cancelled", actor=_actor(), reason=REPLACED_REASON)
         referral = replacement
-    if chosen_consultant(referral.id) != form.consultant:
-        _record_consultant(referral.id, form.consultant)
     if action == "send":
         referrals.send_referral(get_client(), repo, referral.id, actor=_actor())
     return redirect(url_for("web.referral_page", referral_id=referral.id), code=303, Response=Response)
@@ -242,7 +222,7 @@ def _status_page(launched: LaunchedSession, referral: Referral) -> Response:
     consult = repo.find_consult(referral.id)
     body = referrals.referral_json(referral, consult)
     view = packet_view(read_packet(referral.packet_json))
-    consultant = chosen_consultant(referral.id)
+    consultant = find_consultant(referral.consultant_id)
     link = consultant_link(referral.id, consultant.id) if consultant and referral.sent_at else None
     return page("referral.html", launched=launched, referral=referral, body=body, view=view,
                 banner=launched.need_patient_banner, patient=patient_display(view.patient),

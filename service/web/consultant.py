@@ -54,6 +54,8 @@ def _granted(token: str) -> tuple[ConsultantGrant, Referral]:
     referral = get_repository().get(grant.referral_id)
     if referral.sent_at is None:
         raise Forbidden("This referral has not been sent.")
+    if referral.consultant_id is not None and referral.consultant_id != grant.consultant.id:
+        raise Forbidden("This link is for another consultant than the one this referral asks.")
     return grant, referral
 
 

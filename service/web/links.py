@@ -1,13 +1,13 @@
 """Consultant links: one referral, one configured consultant, signed with the app's SECRET_KEY and expiring."""
 
-import json
 from dataclasses import dataclass
 
-from flask import Flask, current_app, url_for
+from flask import current_app, url_for
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from mappers.consult_form import Consultant
-from service.errors import ConfigurationError, Forbidden
+from service.consultants import find_consultant
+from service.errors import Forbidden
 
 LINK_SALT = "second-opinion.consultant-link.v1"
 
@@ -18,25 +18,6 @@ class ConsultantGrant:
 
     referral_id: str
     consultant: Consultant
-
-
-def configured_consultants(app: Flask | None = None) -> list[Consultant]:
-    """The CONSULTANTS setting (a JSON list of {id, name, specialty}) as Consultants."""
-    raw = (app or current_app).config.get("CONSULTANTS") or []
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except ValueError as exc:
-            raise ConfigurationError("SECOND_OPINION_CONSULTANTS must be a JSON list of "
-                                     '{"id", "name", "specialty"}') from exc
-    if not isinstance(raw, list) or not all(isinstance(c, dict) and c.get("id") and c.get("name") for c in raw):
-        raise ConfigurationError('SECOND_OPINION_CONSULTANTS must be a JSON list of {"id", "name", "specialty"}')
-    return [Consultant(id=str(c["id"]), name=str(c["name"]), specialty=str(c.get("specialty") or "")) for c in raw]
-
-
-def find_consultant(consultant_id: str | None, app: Flask | None = None) -> Consultant | None:
-    """The configured consultant with this id, or None."""
-    return next((c for c in configured_consultants(app) if c.id == consultant_id), None)
 
 
 def _serializer() -> URLSafeTimedSerializer:

@@ -199,3 +199,19 @@ def test_the_consultant_can_download_a_pdf_and_upload_a_ccda_consult(stack):  # 
     body = requests.get(f"{stack.url}/api/referrals/{referral_id}", timeout=30).json()
     assert body["status"] == "completed" and body["consult"]["content_type"] == "application/xml"
     assert body["concordance"]["confirmed"]
+
+
+def test_a_link_for_another_consultant_than_the_referral_asks_is_a_403_page(stack):  # noqa: ANN001
+    """A link names its consultant; one minted (with the app's key) for a colleague opens nothing."""
+    from service.web.links import sign_link_token
+
+    with requests.Session() as clinician:
+        referral_page, link = sent_referral_link(stack, clinician)
+    referral_id = referral_page.rsplit("/", 1)[1]
+    assert requests.get(link, headers=HTML, timeout=30).status_code == 200  # the referral's own consultant
+    with stack.app.test_request_context():
+        other = sign_link_token(referral_id, "demo-neurology")
+    for path in ("", "/packet.json"):
+        resp = requests.get(f"{stack.url}/consult/{other}{path}", headers=HTML, timeout=30)
+        assert resp.status_code == 403 and "another consultant" in resp.text, resp.text[:200]
+
