@@ -12,6 +12,7 @@ import requests
 from fhir.resources.R4B.bundle import Bundle
 
 from service import create_app
+from service.consultants import configured_consultants
 from service.queue import start_consumer
 from service.serving import ServiceServer
 
@@ -32,13 +33,15 @@ def default_questions() -> dict:
 
 
 def run_referral(service_url: str, patient_id: str, question: str, patient_questions: list[str],
-                 say=print, http: requests.Session | None = None) -> DemoResult:  # noqa: ANN001
+                 say=print, http: requests.Session | None = None,  # noqa: ANN001
+                 consultant: str | None = None) -> DemoResult:
     """Draft, send, answer and write back one referral through the service's REST API (in `http`'s session)."""
     from fixtures.consultant import consult_for_packet
 
     http = http or requests.Session()
-    created = _ok(http.post(f"{service_url}/api/referrals", json={
-        "patient": patient_id, "question": question, "patient_questions": patient_questions}, timeout=120))
+    asked = {"patient": patient_id, "question": question, "patient_questions": patient_questions}
+    created = _ok(http.post(f"{service_url}/api/referrals", json={**asked, **({"consultant": consultant}
+                                                                                 if consultant else {})}, timeout=120))
     referral_id = created["id"]
     say(f"  drafted referral {referral_id} ({created['status']})")
     _ok(http.post(f"{service_url}/api/referrals/{referral_id}/send", timeout=60))
@@ -110,8 +113,11 @@ def run_demo(*, once: bool, patient: str | None, auth: str = "none", say=print) 
             if auth == "smart":
                 launch_from_chart(http, ehr.root_url, service.url, patient_id, say)
             say(f"Referring Patient/{patient_id} for a second opinion ...")
-            result = run_referral(service.url, patient_id, asked["question"], asked["patient_questions"], say, http)
+            consultant = configured_consultants(app)[0] if configured_consultants(app) else None
+            result = run_referral(service.url, patient_id, asked["question"], asked["patient_questions"], say, http,
+                                  consultant.id if consultant else None)
             print_summary(result, service.url, ehr.base_url, say)
+            print_pages(app, result, service.url, ehr.root_url, consultant, smart=auth == "smart", say=say)
             if result.referral["status"] != "completed":
                 return 1
             if not once:
@@ -152,6 +158,22 @@ def launch_from_chart(http: requests.Session, ehr_root: str, service_url: str, p
     if landed.status_code != 200 or not landed.url.startswith(service_url):
         raise DemoError(f"the SMART launch did not complete: {landed.status_code} at {landed.url.split('?')[0]}")
     say(f"  launched from the chart (EHR launch, PKCE): session for Patient/{patient_id}")
+
+
+def print_pages(app, result: DemoResult, service_url: str, ehr_root: str, consultant,  # noqa: ANN001
+                smart: bool, say=print) -> None:  # noqa: ANN001
+    """Where to look in a browser: the renditions, the consultant's page, and (with SMART) the chart's app button."""
+    from service.web.links import consultant_link
+
+    rid = result.referral["id"]
+    say("\nIn a browser")
+    say(f"  packet as a page / PDF:  {service_url}/api/referrals/{rid}/packet?_format=html  (or _format=pdf)")
+    if consultant is not None:
+        with app.test_request_context(base_url=service_url):
+            say(f"  the consultant's page:   {consultant_link(rid, consultant.id)}")
+    if smart:
+        say(f"  the clinician app:       {ehr_root}/_sandbox/launch-app?patient={result.patient}"
+            f"&launch_url={service_url}/launch")
 
 
 def print_summary(result: DemoResult, service_url: str, ehr_url: str, say=print) -> None:  # noqa: ANN001
