@@ -12,6 +12,8 @@ DEFAULTS: dict[str, Any] = {
     "FHIR_BACKOFF": 0.5,              # seconds, exponential backoff factor
     "FHIR_TOKEN": None,               # static bearer token for open sandboxes (from the environment only)
     "FHIR_MAX_PAGES": 500,            # per search: a fetch that needs more ends with a clear error
+    "FHIR_EVERYTHING": "auto",        # "auto": fetch by Patient/$everything where /metadata advertises it (per-type
+                                      # searches if refused); "never": always the per-type searches
     "DATABASE_URL": None,             # default: SQLite file in the instance folder
     "DATABASE_AUTO_UPGRADE": None,    # run migrations at startup; default: yes for SQLite, no for PostgreSQL
     "QUEUE_URL": None,                # huey storage; default: the database if PostgreSQL, else a SQLite file beside it

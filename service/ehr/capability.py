@@ -52,7 +52,7 @@ def capability_report(client: FhirClient, smart: SmartServer | None = None) -> C
                                                  "MedicationRequest", "AllergyIntolerance", "CarePlan",
                                                  "DocumentReference")}
     report.medications_from = [t for t in ("MedicationStatement", "MedicationRequest") if report.searches.get(t)]
-    report.everything = _has_operation(statement, "Patient", "everything")
+    report.everything = has_operation(statement, "Patient", "everything")
     report.writes = {t: _supports(statement, t, "create") or _supports(statement, t, "update") for t in WRITE_TYPES}
     _judge(report, types)
     return report
@@ -85,7 +85,8 @@ def _supports(statement: CapabilityStatement, resource_type: str, interaction: s
     return resource is not None and any(i.code == interaction for i in resource.interaction or [])
 
 
-def _has_operation(statement: CapabilityStatement, resource_type: str, name: str) -> bool:
+def has_operation(statement: CapabilityStatement, resource_type: str, name: str) -> bool:
+    """The statement lists the operation on the type or server-wide (by name, or by its definition's canonical)."""
     resource = _resource(statement, resource_type)
     ops = list(resource.operation or []) if resource else []
     ops += [op for rest in statement.rest or [] for op in rest.operation or []]

@@ -3,7 +3,7 @@
 from flask import Flask, current_app
 
 from service.ehr.client import FhirClient, build_session
-from service.errors import ServiceError
+from service.errors import ConfigurationError, ServiceError
 
 EXTENSION = "second_opinion.ehr"
 
@@ -14,7 +14,11 @@ class EhrNotConfigured(ServiceError):
 
 
 def init_app(app: Flask) -> None:
-    """Create the app's HTTP session (connection pool) for the EHR."""
+    """Check the fetch settings and create the app's HTTP session (connection pool) for the EHR."""
+    from service.ehr.everything import EVERYTHING_MODES
+
+    if app.config["FHIR_EVERYTHING"] not in EVERYTHING_MODES:
+        raise ConfigurationError(f"SECOND_OPINION_FHIR_EVERYTHING must be one of {', '.join(EVERYTHING_MODES)}")
     app.extensions[EXTENSION] = build_session(max_retries=int(app.config["FHIR_MAX_RETRIES"]),
                                               backoff=float(app.config["FHIR_BACKOFF"]))
 

@@ -12,6 +12,13 @@ come in the same search where the server lists an `_include` for them; the rest 
 out as soon as a request slot would otherwise idle (or a batch is full) and no running search may still include
 them. Report attachments held as a `url` to the server's Binary are read as soon as their report arrives.
 
+Where the CapabilityStatement advertises `Patient/$everything` (and FHIR_EVERYTHING is "auto"), one paged
+$everything call stands in for the searches: its pages are fetched like a search's, the resources the plan could
+select are validated as each page lands, and when the last page is in, service.ehr.everything picks exactly what
+the searches and their includes would have brought; what they reference is taken from the answer or read in the
+usual `_id` batches, attachments as usual. A server that refuses the call (4xx, 501), or answers a first page that
+cannot be complete, gets the per-type searches instead, and the record gets a warning.
+
 The EHR's JSON is kept for pass-through (mappers.packet writes it unchanged); the models stay with the record.
 """
 
@@ -98,6 +105,29 @@ class PlannedSearch:
         names = [names] if isinstance(names, str) else names
         table = INCLUDES.get(self.resource_type, {})
         return {t for name in names for t in table.get(name, ())}
+
+
+@dataclass(frozen=True, eq=False)
+class EverythingCall(PlannedSearch):
+    """`Patient/<id>/$everything`, paged like a search, standing in for the planned searches it covers."""
+
+    patient_id: str = ""
+    covers: tuple[PlannedSearch, ...] = ()
+
+    @property
+    def path(self) -> str:
+        return f"Patient/{self.patient_id}/$everything"
+
+    def included_types(self) -> set[str]:
+        """Everything referenced may be in it: no _id batch goes out until its selection is made."""
+        return set(REFERENCED_TYPES)
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A $everything page the server refused (a status that calls for the per-type searches instead)."""
+
+    error: ServiceError
 
 
 @dataclass
@@ -220,6 +250,11 @@ class RecordFetch:
         self._batch_queued: set[str] = set()
         self.batches: dict[tuple[str, str], tuple[list[Fetched], list[str]]] = {}  # (type, first id) → found, warnings
         self.attachment_problems: dict[tuple[str, int], str] = {}  # ("Type/id", attachment number) → warning
+        self.everything: EverythingCall | None = None
+        self._everything_state: str | None = None  # None while it runs, then "selected" or "abandoned"
+        self._everything_models: dict[int, Resource] = {}  # id() of a page's JSON → the model that validated it
+        self.selected: dict[PlannedSearch, tuple[list[Resource], list[dict], list[str]]] = {}  # from $everything
+        self.notes: list[str] = []  # warnings of the $everything fast path (its pages' outcomes, a fallback)
 
     # -- scheduling ------------------------------------------------------------------------------------
     def read_patient(self, patient_id: str) -> None:
@@ -231,6 +266,15 @@ class RecordFetch:
             self._known[search] = None
             self._open.append(search)
         self._submit_page(search, 0, search.resource_type, search.params, first=True)
+
+    def start_everything(self, call: EverythingCall) -> None:
+        """Fetch the record by $everything for the searches it covers (they start instead if it is refused)."""
+        with self._lock:
+            self.everything = call
+            self.pages[call] = {}
+            self._known[call] = None
+            self._open.append(call)
+        self._submit_page(call, 0, call.path, call.params, first=True)
 
     def wait(self) -> None:
         self._done.wait()
@@ -281,7 +325,9 @@ class RecordFetch:
         self._submit(FIRST if first else LATER, lambda: self._fetch_page(search, url, params),
                      lambda data: self._page_landed(search, index, data, first))
 
-    def _fetch_page(self, search: PlannedSearch, url: str, params: dict | None) -> dict:
+    def _fetch_page(self, search: PlannedSearch, url: str, params: dict | None) -> dict | Refused:
+        if isinstance(search, EverythingCall):
+            return self._fetch_everything_page(url, params)
         try:
             return self.client.get_json(url, params)
         except UpstreamError as exc:
@@ -291,7 +337,10 @@ class RecordFetch:
             log.info("%s search refused without a status; asking again with every status", search.resource_type)
             return self.client.get_json(url, {**params, fallback[0]: fallback[1]})
 
-    def _page_landed(self, search: PlannedSearch, index: int, data: dict, first: bool) -> None:
+    def _page_landed(self, search: PlannedSearch, index: int, data: dict | Refused, first: bool) -> None:
+        if isinstance(search, EverythingCall):
+            self._everything_page_landed(search, index, data, first)
+            return
         page = self.client.page_of(data, keep_json=True)
         kept = {search.resource_type, *REFERENCED_TYPES}  # what an include of another type brings is not ours
         pairs = [(m, d) for m, d in zip(page.resources, page.sources) if d.get("resourceType") in kept]
@@ -336,9 +385,143 @@ class RecordFetch:
 
     def resources(self, search: PlannedSearch) -> tuple[list[Resource], list[dict], list[str]]:
         """A finished search's resources, their JSON and the server's warnings, in page order."""
+        if search in self.selected:
+            return self.selected[search]
         pages = [self.pages[search][i] for i in sorted(self.pages[search])]
         return ([r for p in pages for r in p.resources], [d for p in pages for d in p.sources],
                 [w for p in pages for w in p.warnings])
+
+    # -- $everything ----------------------------------------------------------------------------------
+    def _fetch_everything_page(self, url: str, params: dict | None) -> dict | Refused:
+        from service.ehr.everything import FALLBACK_STATUSES  # (that module imports this one)
+
+        try:
+            return self.client.get_json(url, params)
+        except ServiceError as exc:
+            if exc.upstream_status in FALLBACK_STATUSES:
+                return Refused(exc)
+            raise
+
+    def _everything_page_landed(self, call: EverythingCall, index: int, data: dict | Refused, first: bool) -> None:
+        if isinstance(data, Refused):
+            status = data.error.upstream_status
+            self._abandon_everything(f"the EHR refused Patient/$everything ({status}); the record was fetched by "
+                                     "per-type searches instead", f"refused ({status})")
+            return
+        if self._everything_state is not None:
+            return  # abandoned: pages still on their way are dropped
+        page = self._everything_page(call, data)
+        problem = _incomplete(page, int(call.params["_count"])) if first else None
+        if problem:
+            self._abandon_everything(f"Patient/$everything answered {problem}; the record was fetched by per-type "
+                                     "searches instead", problem)
+            return
+        with self._lock:
+            if self._everything_state is not None:
+                return  # abandoned while this page was on its way
+            self.pages[call][index] = page
+            if len(self.pages[call]) > self.client.max_pages:
+                raise UpstreamError(f"Patient/$everything needs more than {self.client.max_pages} pages")
+        self._follow(call, index, page, first)
+        with self._lock:
+            known = self._known[call]
+            complete = (known is not None and len(self.pages[call]) >= known and self._everything_state is None
+                        and call in self._open)
+            if complete:
+                self._everything_state = "selecting"
+        if self.progress:
+            self.progress(call.resource_type, len(self.pages[call]), self._known[call])
+        if complete:
+            self._select_everything(call)
+
+    def _everything_page(self, call: EverythingCall, data: dict) -> Page:
+        """One $everything page: what a covered search matches validated now, what may be referenced kept as JSON
+        (validated if selected), the rest (types and resources the plan would not fetch) dropped."""
+        from service.ehr.everything import matches_search
+
+        if data.get("resourceType") != "Bundle":
+            raise UpstreamError(f"Patient/$everything answered a {data.get('resourceType')}, not a Bundle")
+        base = self.client.base_url
+        entries = [e for e in data.get("entry") or [] if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
+        now, later = [], []
+        for entry in entries:
+            resource, mode = entry["resource"], (entry.get("search") or {}).get("mode")
+            resource_type = resource.get("resourceType")
+            if mode == "outcome" or (resource_type == "OperationOutcome" and mode != "match"):
+                now.append(entry)
+            elif any(s.resource_type == resource_type and matches_search(s, resource, base) for s in call.covers):
+                now.append(entry)
+            elif resource_type in REFERENCED_TYPES or resource_type == "Patient":
+                later.append(resource)
+        validated = self.client.page_of({**data, "entry": now}, keep_json=True)
+        matches = sum(1 for e in entries if (e.get("search") or {}).get("mode", "match") == "match")
+        with self._lock:
+            self._everything_models.update((id(d), m) for m, d in zip(validated.resources, validated.sources))
+        return Page(validated.resources, validated.warnings, validated.next_url, validated.total, matches,
+                    validated.sources + later)
+
+    def _abandon_everything(self, warning: str, reason: str) -> None:
+        """Run the covered searches instead (once; pages still on their way are dropped)."""
+        call = self.everything
+        with self._lock:
+            if call is None or self._everything_state is not None:
+                return
+            self._everything_state = "abandoned"
+            self.pages[call] = {}
+            self._everything_models.clear()
+            self.notes.append(warning)
+        log.warning("Patient/$everything %s: falling back to per-type searches", reason)
+        for search in call.covers:
+            self.start(search)
+        with self._lock:
+            self._open.remove(call)
+
+    def _select_everything(self, call: EverythingCall) -> None:
+        """Keep what the covered searches would have brought; note what is still to read by _id; read attachments."""
+        from service.ehr.everything import select_like_plan
+
+        pages = [self.pages[call][i] for i in sorted(self.pages[call])]
+        sources = [d for p in pages for d in p.sources]
+        notes = [w for p in pages for w in p.warnings]
+        selection = select_like_plan(call.covers, call.patient_id, sources, self.client.base_url)
+        models = self._everything_models
+
+        def valid(found: list[dict]) -> list[tuple[Resource, dict]]:
+            pairs = []
+            for data in found:
+                model = models.get(id(data))
+                if model is None:
+                    try:
+                        model = checked(data).model
+                    except UpstreamError as exc:
+                        notes.append(f"skipped {data.get('resourceType')}/{data.get('id')}: {exc.diagnostics}")
+                        continue
+                pairs.append((model, data))
+            return pairs
+
+        chosen = [valid(found) for found in selection.matched]
+        referenced = valid(selection.referenced)
+        keys = [f"{m.get_resource_type()}/{m.id}" for pairs in [*chosen, referenced] for m, _ in pairs]
+        by_type: dict[str, list[Fetched]] = {}
+        for model, data in referenced:
+            by_type.setdefault(model.get_resource_type(), []).append(Fetched(data, model))
+        with self._lock:
+            for search, pairs in zip(call.covers, chosen):
+                self.selected[search] = ([m for m, _ in pairs], [d for _, d in pairs], [])
+            for resource_type, found in by_type.items():
+                self.batches[(resource_type, "")] = (found, [])  # sorts before the batches read by _id
+            self._have.update(keys)
+            for key in selection.unresolved:
+                if key not in self._have and key not in self._asked:
+                    resource_type, resource_id = key.split("/")
+                    self._wanted.setdefault(resource_type, {})[resource_id] = None
+            self.notes.extend(notes)
+            self.pages[call] = {}
+            self._everything_models.clear()
+            self._everything_state = "selected"
+            self._open.remove(call)
+        for pairs in chosen:
+            self._read_attachments(pairs)
 
     # -- references ------------------------------------------------------------------------------------
     def _note(self, sources: list[dict]) -> None:
@@ -451,25 +634,64 @@ def _attachments(model: Resource, data: dict) -> list[tuple[dict, Any]]:
 
 
 def fetch_patient(client: FhirClient, patient_id: str, *, progress: Progress | None = None,
-                  concurrency: int = MAX_CONCURRENCY) -> FetchedRecord:
-    """Read the patient and run every planned search to the end, with what they reference; keep the EHR's JSON."""
+                  concurrency: int = MAX_CONCURRENCY, everything: str | None = None) -> FetchedRecord:
+    """Read the patient and run every planned search to the end, with what they reference; keep the EHR's JSON.
+
+    everything: "auto" (use Patient/$everything where advertised) or "never"; default FHIR_EVERYTHING of the
+    current app, else "auto".
+    """
+    # (service.ehr.everything imports this module, so its names are imported where they are used)
+    from service.ehr.everything import EVERYTHING_COUNT, advertises_everything, everything_types, selectable
+
+    mode = everything or _configured_everything()
     # Twice the threads of the requests in flight: a thread validating the page it fetched holds no request slot.
     with ThreadPoolExecutor(max_workers=2 * concurrency, thread_name_prefix="fetch") as pool:
         fetch = RecordFetch(client, pool, concurrency=concurrency, progress=progress)
         fetch.read_patient(patient_id)  # needs no capability: it goes out with /metadata
         try:
-            searches = plan_searches(patient_id, client.capabilities())
+            capability = client.capabilities()
+            searches = plan_searches(patient_id, capability)
+            covered = [s for s in searches if selectable(s)] if mode == "auto" and advertises_everything(
+                capability) else []
             for search in searches:
-                fetch.start(search)
+                if search not in covered:
+                    fetch.start(search)
+            if covered:
+                params = {"_type": ",".join(everything_types(covered)), "_count": str(EVERYTHING_COUNT)}
+                fetch.start_everything(EverythingCall("Patient/$everything", params, patient_id, tuple(covered)))
         finally:
             fetch.wait()
     return _assemble(client, patient_id, fetch, searches)
 
 
+def _configured_everything() -> str:
+    """FHIR_EVERYTHING of the app serving this request ("auto" outside one, e.g. the CLI's packet command)."""
+    from flask import current_app, has_app_context
+
+    from service.ehr.everything import EVERYTHING_MODES
+
+    mode = current_app.config.get("FHIR_EVERYTHING", "auto") if has_app_context() else "auto"
+    if mode not in EVERYTHING_MODES:
+        raise ValueError(f"FHIR_EVERYTHING must be one of {', '.join(EVERYTHING_MODES)}, not {mode!r}")
+    return mode
+
+
+def _incomplete(page: Page, count: int) -> str | None:
+    """Why a first $everything page cannot be the whole answer though it has no next link (None: it can be)."""
+    if page.next_url is not None:
+        return None
+    if page.total is not None and page.total != page.matches:
+        return f"{page.matches} of {page.total} resources without a next link"
+    if page.total is None and page.matches >= count:
+        return f"a full page of {page.matches} resources without a next link or a total"
+    return None
+
+
 def fetch_patient_record(client: FhirClient, patient_id: str, *, progress: Progress | None = None,
-                         concurrency: int = MAX_CONCURRENCY) -> PatientRecord:
+                         concurrency: int = MAX_CONCURRENCY, everything: str | None = None) -> PatientRecord:
     """Read the patient and run every planned search to the end, then resolve what they reference."""
-    return fetch_patient(client, patient_id, progress=progress, concurrency=concurrency).record
+    return fetch_patient(client, patient_id, progress=progress, concurrency=concurrency,
+                         everything=everything).record
 
 
 def _assemble(client: FhirClient, patient_id: str, fetch: RecordFetch, searches: list[PlannedSearch]) -> FetchedRecord:
@@ -477,7 +699,7 @@ def _assemble(client: FhirClient, patient_id: str, fetch: RecordFetch, searches:
     if fetch.patient is None:
         raise UpstreamError("the EHR did not answer the read of Patient")
     found: list[tuple[Resource, dict]] = []
-    warnings: list[str] = []
+    warnings: list[str] = list(fetch.notes)
     for search in searches:
         models, sources, said = fetch.resources(search)
         found += zip(models, sources)
