@@ -32,7 +32,7 @@ from fhir.resources.R4B import get_fhir_model_class  # noqa: E402
 from service import create_app  # noqa: E402
 from service.ehr.client import FhirClient, build_session, forget_capabilities  # noqa: E402
 from service.ehr.fetch import MAX_CONCURRENCY, plan_searches  # noqa: E402
-from service.serving import ServiceServer  # noqa: E402
+from service.serving import ServiceServer, settle_process  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "corpus" / "fhir-patients"
 FHIR_JSON = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
@@ -109,6 +109,7 @@ def wall_seconds(ehr: SandboxProcess, patient_id: str, tmp: Path, runs: int = 1)
     """
     app = create_app({"FHIR_BASE_URL": ehr.base_url, "DATABASE_URL": f"sqlite:///{tmp / 'bench.sqlite3'}",
                       "LOG_LEVEL": "WARNING"})
+    settle_process()  # as `serve`, the worker and wsgi.py do once the app is made
     walls, counts = [], []
     with ServiceServer(app) as service:
         for _ in range(runs + 1):

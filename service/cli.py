@@ -38,7 +38,7 @@ def demo(once: bool, patient: str | None, auth: str) -> None:
 def serve(host: str, port: int, no_worker: bool) -> None:
     """Run the service against the EHR at SECOND_OPINION_FHIR_BASE_URL (with an in-process write-back worker)."""
     from service.queue import start_consumer, stop_consumer
-    from service.serving import serve_forever
+    from service.serving import serve_forever, settle_process
 
     if not _bare_app().config.get("FHIR_BASE_URL"):  # before anything is opened or created
         raise click.ClickException(
@@ -50,6 +50,7 @@ def serve(host: str, port: int, no_worker: bool) -> None:
     click.echo(f"second-opinion serving on http://{host}:{port} (EHR {app.config['FHIR_BASE_URL']})")
     if not no_worker:
         start_consumer(app)
+    settle_process()
     try:
         serve_forever(app, host, port)
     finally:
@@ -199,6 +200,7 @@ def sandbox(host: str, port: int, empty: bool, profile: str, latency_ms: int, pa
 def worker(threads: int) -> None:
     """Run write-back workers (a huey consumer and the outbox sweeper) until Ctrl-C or SIGTERM."""
     from service.queue import get_queue, run_worker
+    from service.serving import settle_process
 
     if not _bare_app().config.get("FHIR_BASE_URL"):
         raise click.ClickException("no EHR configured: set SECOND_OPINION_FHIR_BASE_URL")
@@ -209,6 +211,7 @@ def worker(threads: int) -> None:
 
     queue_url = make_url(get_queue(app).url).render_as_string(hide_password=True)
     click.echo(f"second-opinion worker: {threads} thread(s), queue {queue_url}, EHR {app.config['FHIR_BASE_URL']}")
+    settle_process()
     run_worker(app, threads)
 
 

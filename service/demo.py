@@ -14,7 +14,7 @@ from fhir.resources.R4B.bundle import Bundle
 from service import create_app
 from service.consultants import configured_consultants
 from service.queue import start_consumer
-from service.serving import ServiceServer
+from service.serving import ServiceServer, settle_process
 
 COMPLETION_TIMEOUT_S = 60.0
 
@@ -106,6 +106,7 @@ def run_demo(*, once: bool, patient: str | None, auth: str = "none", say=print) 
             config["TENANTS"] = json.dumps([{"iss": ehr.base_url, "auth": "smart", "backend_client_id": BACKEND_CLIENT,
                                              "private_key_file": str(key)}])
         app = create_app(config)
+        settle_process()
         start_consumer(app)  # write-back runs in this process (the server's stop() ends it)
         with ServiceServer(app) as service, requests.Session() as http:
             say(f"Sandbox EHR:  {ehr.base_url}" + (" (SMART on FHIR)" if auth == "smart" else ""))

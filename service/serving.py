@@ -1,5 +1,6 @@
 """Run the service's WSGI app: waitress for `serve`, a werkzeug server thread for the demo and tests."""
 
+import gc
 import logging
 import threading
 
@@ -8,6 +9,19 @@ from waitress.server import create_server
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 log = logging.getLogger(__name__)
+
+
+def settle_process() -> None:
+    """Call once in a serving process, after the app is made: keep what startup built out of the collector's walks.
+
+    Importing the FHIR models builds hundreds of thousands of long-lived objects (classes, validators, schemas).
+    Python's full (generation 2) collections walk every tracked object, so while a referral allocates its models
+    each such collection also walked all of those again (about 0.15 s each, during a packet build).
+    `gc.freeze()` moves what exists now into the permanent generation, which collections skip
+    (docs.python.org/3/library/gc.html#gc.freeze); garbage made later is collected as before.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 class QuietRequestHandler(WSGIRequestHandler):

@@ -150,14 +150,16 @@ def plan_searches(patient_id: str, capability: CapabilityStatement) -> list[Plan
     """The patient searches to run, limited to what the server says it supports."""
     resources = {r.type: r for rest in capability.rest or [] if rest.mode == "server" for r in rest.resource or []}
     plan = []
+    # The usually longest searches first: a search's later pages can only be asked for once its first page has
+    # said how many there are, so the long chains should learn it in the first round (medication orders and
+    # reports outnumber the rest in most records; an order that is wrong for a record costs at most a round).
     for resource_type, extra in [
-        ("Condition", {}), ("Procedure", {}),
-        ("DiagnosticReport", {}),
-        ("MedicationStatement", {}),
         ("MedicationRequest", {"intent": "order,plan"}),
-        ("AllergyIntolerance", {}), ("CarePlan", {}),
+        ("DiagnosticReport", {}),
+        ("Procedure", {}), ("Encounter", {"class": HOSPITAL_STAY_CLASSES}),
+        ("Condition", {}), ("MedicationStatement", {}),
         ("DocumentReference", {"type": ",".join(f"{systems.LOINC}|{c}" for c in REPORT_TYPES)}),
-        ("Encounter", {"class": HOSPITAL_STAY_CLASSES}),
+        ("CarePlan", {}), ("AllergyIntolerance", {}),
     ]:
         if resources and resource_type not in resources:
             continue

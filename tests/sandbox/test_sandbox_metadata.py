@@ -57,8 +57,10 @@ def test_metadata_lists_the_us_core_search_params_and_includes(generic_metadata:
     assert condition >= {"patient", "clinical-status", "category", "date"}
     assert {param["name"] for param in types["MedicationRequest"]["searchParam"]} >= {"patient", "intent", "status"}
     assert {param["name"] for param in types["Bundle"]["searchParam"]} >= {"identifier", "type", "patient"}
-    assert types["DiagnosticReport"]["searchInclude"] == ["DiagnosticReport:result"]
-    assert types["MedicationRequest"]["searchInclude"] == ["MedicationRequest:medication"]
+    assert types["DiagnosticReport"]["searchInclude"] == ["DiagnosticReport:result", "DiagnosticReport:performer"]
+    assert types["MedicationRequest"]["searchInclude"] == ["MedicationRequest:medication", "MedicationRequest:requester"]
+    assert types["Encounter"]["searchInclude"] == ["Encounter:practitioner", "Encounter:service-provider",
+                                                   "Encounter:location"]
     assert "searchInclude" not in types["Observation"]
     assert types["Patient"]["conditionalCreate"] is True
 

@@ -248,6 +248,27 @@ def test_include_medication_request_medication_adds_the_medication(fhir: Any, id
     assert all(item["search"]["mode"] == "match" for item in without["entry"])
 
 
+def test_includes_follow_nested_paths_and_target_types(make_fhir: Any) -> None:
+    """Procedure:performer is Procedure.performer.actor (a backbone list); Encounter:practitioner only Practitioners."""
+    from fixtures.sandbox import SandboxServer
+
+    with SandboxServer() as server:
+        fhir = make_fhir(server)
+        patient = "so-prostate-patient"
+        procedures = search(fhir, "Procedure", patient=patient, _include="Procedure:performer", _count="100")
+        matches = [e["resource"] for e in procedures["entry"] if e["search"]["mode"] == "match"]
+        wanted = {p["actor"]["reference"] for m in matches for p in m.get("performer", []) if "actor" in p}
+        included = {f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in procedures["entry"]
+                    if e["search"]["mode"] == "include"}
+        assert wanted and included == wanted
+        only = search(fhir, "Procedure", patient=patient, _include="Procedure:performer:Organization", _count="100")
+        assert {e["resource"]["resourceType"] for e in only["entry"] if e["search"]["mode"] == "include"} <= {
+            "Organization"}
+        statement = fhir.get("metadata").json()
+        procedure = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Procedure")
+        assert "Procedure:performer" in procedure["searchInclude"]
+
+
 @pytest.mark.parametrize("resource_type, include", [
     ("Observation", "Observation:subject"), ("MedicationRequest", "DiagnosticReport:result"), ("DiagnosticReport", "*"),
 ])
