@@ -3,7 +3,7 @@
 import json
 import logging
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -353,9 +353,10 @@ def _location_key(location: str) -> str | None:
     return "/".join(parts[-2:]) if len(parts) >= 2 else None
 
 
-def _json_body(resp: requests.Response) -> dict:
+def _json_body(resp: requests.Response, loads: Callable[[bytes], object] = json.loads) -> dict:
+    """The body as a FHIR resource's JSON; UpstreamError when it is not JSON or not a resource."""
     try:
-        data = resp.json()
+        data = loads(resp.content)
     except ValueError as exc:
         ctype = resp.headers.get("Content-Type", "none")
         raise UpstreamError(f"the EHR answered {resp.status_code} with a body that is not JSON ({ctype})") from exc
@@ -365,15 +366,8 @@ def _json_body(resp: requests.Response) -> dict:
 
 
 def _fhir_json(resp: requests.Response) -> dict:
-    """The body as FHIR JSON with decimals kept exact (mappers.fhirjson), else as _json_body reports it."""
-    try:
-        data = fhirjson.loads(resp.content)
-    except ValueError as exc:
-        ctype = resp.headers.get("Content-Type", "none")
-        raise UpstreamError(f"the EHR answered {resp.status_code} with a body that is not JSON ({ctype})") from exc
-    if not isinstance(data, dict) or "resourceType" not in data:
-        raise UpstreamError("the EHR answered JSON that is not a FHIR resource")
-    return data
+    """The body as FHIR JSON with decimals kept exact (mappers.fhirjson)."""
+    return _json_body(resp, fhirjson.loads)
 
 
 def _outcome_or_none(resp: requests.Response) -> dict | None:

@@ -112,18 +112,20 @@ def _download_name(referral: Referral, ext: str) -> dict[str, str]:
 @patient_independent
 def packet_json(token: str) -> Response:
     """The packet as FHIR JSON."""
-    grant, referral = _granted(token)
-    _audit_read(grant, referral, f"Bundle?identifier={referral.packet_identifier}")
-    return fhir_response(referral.packet_json, headers=_download_name(referral, "json"), fmt="json")
+    return _packet_download(token, "json")
 
 
 @bp.get("/<token>/packet.xml")
 @patient_independent
 def packet_xml(token: str) -> Response:
     """The packet as FHIR XML."""
+    return _packet_download(token, "xml")
+
+
+def _packet_download(token: str, fmt: str) -> Response:
     grant, referral = _granted(token)
     _audit_read(grant, referral, f"Bundle?identifier={referral.packet_identifier}")
-    return fhir_response(referral.packet_json, headers=_download_name(referral, "xml"), fmt="xml")
+    return fhir_response(referral.packet_json, headers=_download_name(referral, fmt), fmt=fmt)
 
 
 @bp.get("/<token>/packet.pdf")
