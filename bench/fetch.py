@@ -31,7 +31,8 @@ from fhir.resources.R4B import get_fhir_model_class  # noqa: E402
 
 from service import create_app  # noqa: E402
 from service.ehr.client import FhirClient, build_session, forget_capabilities  # noqa: E402
-from service.ehr.fetch import MAX_CONCURRENCY, plan_searches  # noqa: E402
+from service.ehr.fetch import MAX_CONCURRENCY  # noqa: E402
+from service.ehr.plan import plan_searches  # noqa: E402
 from service.serving import ServiceServer, settle_process  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "corpus" / "fhir-patients"

@@ -12,7 +12,8 @@ from mappers import systems
 from service.ehr.client import Page
 from service.ehr.everything import (advertises_everything, everything_types, included_keys, matches_search,
                                     select_like_plan, selectable)
-from service.ehr.fetch import REPORT_TYPES, PlannedSearch, _incomplete
+from service.ehr.fetch import _incomplete
+from service.ehr.plan import REPORT_TYPES, PlannedSearch
 from tests.conftest import FIXTURE_PATIENTS, SYNTHEA_FILES
 
 PATIENT = "p1"

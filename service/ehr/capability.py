@@ -6,7 +6,7 @@ from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 
 from service.auth.discovery import SmartServer
 from service.ehr.client import FhirClient
-from service.ehr.fetch import plan_searches, supported_types
+from service.ehr.plan import plan_searches, supported_types
 from service.errors import ServiceError
 
 REQUIRED_TYPES = ("Patient", "Condition")

@@ -14,7 +14,7 @@ from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 
 from mappers.references import json_references, json_resource_key, reference_key
 from service.ehr.capability import has_operation
-from service.ehr.fetch import INCLUDES, REFERENCED_TYPES, PlannedSearch
+from service.ehr.plan import INCLUDES, REFERENCED_TYPES, PlannedSearch
 
 EVERYTHING_MODES = ("auto", "never")  # FHIR_EVERYTHING: "auto" = where the CapabilityStatement advertises it
 EVERYTHING_COUNT = 100  # _count asked of $everything (a server may cap it; the pages say how they go on)
@@ -25,24 +25,6 @@ TOKEN_ELEMENTS: dict[str, dict[str, str]] = {
     "MedicationRequest": {"intent": "intent"},
     "DocumentReference": {"type": "type"},
     "Encounter": {"class": "class"},
-}
-# Where each include of INCLUDES finds its references (R4 search parameter expressions, as element paths).
-INCLUDE_PATHS: dict[str, tuple[str, ...]] = {
-    "DiagnosticReport:result": ("result",),
-    "DiagnosticReport:performer": ("performer",),
-    "DiagnosticReport:specimen": ("specimen",),
-    "MedicationRequest:medication": ("medicationReference",),
-    "MedicationRequest:requester": ("requester",),
-    "MedicationStatement:medication": ("medicationReference",),
-    "Condition:asserter": ("asserter",),
-    "Procedure:performer": ("performer", "actor"),
-    "AllergyIntolerance:recorder": ("recorder",),
-    "AllergyIntolerance:asserter": ("asserter",),
-    "DocumentReference:author": ("author",),
-    "DocumentReference:custodian": ("custodian",),
-    "Encounter:practitioner": ("participant", "individual"),
-    "Encounter:service-provider": ("serviceProvider",),
-    "Encounter:location": ("location", "location"),
 }
 FALLBACK_STATUSES = frozenset({*range(400, 429), *range(430, 500), 501})  # refused: not retried, use the plan
 
@@ -64,10 +46,9 @@ def advertises_everything(capability: CapabilityStatement) -> bool:
 def selectable(search: PlannedSearch) -> bool:
     """Whether select_like_plan can apply every parameter of this search (else it runs as a search)."""
     tokens = TOKEN_ELEMENTS.get(search.resource_type, {})
-    includes = search.params.get("_include") or []
-    includes = [includes] if isinstance(includes, str) else includes
+    known = INCLUDES.get(search.resource_type, {})
     return (all(name in ("patient", "_include") or name in tokens for name in search.params)
-            and "patient" in search.params and all(name in INCLUDE_PATHS for name in includes))
+            and "patient" in search.params and all(name in known for name in search.include_names()))
 
 
 def everything_types(searches: Sequence[PlannedSearch]) -> list[str]:
@@ -132,12 +113,10 @@ def matches_search(search: PlannedSearch, data: dict, base_url: str = "") -> boo
 
 def included_keys(search: PlannedSearch, data: dict, base_url: str = "") -> list[str]:
     """"Type/id" of what the search's includes bring for one matched resource (in include, then element order)."""
-    names = search.params.get("_include") or []
-    names = [names] if isinstance(names, str) else names
     keys = []
-    for name in names:
-        types = INCLUDES.get(search.resource_type, {}).get(name, ())
-        for ref in _references_at(data, INCLUDE_PATHS[name]):
+    for name in search.include_names():
+        path, types = INCLUDES[search.resource_type][name]
+        for ref in _references_at(data, path):
             key = reference_key(ref, base_url)
             if key and key.split("/")[0] in types:
                 keys.append(key)

@@ -28,54 +28,27 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhir.resources.R4B.patient import Patient
 from fhir.resources.R4B.resource import Resource
 
-from mappers import systems
 from mappers.record import PatientRecord
 from mappers.references import json_references, json_resource_key, reference_key
 from service.ehr.client import FhirClient, Fetched, Page, checked
+from service.ehr.everything import (EVERYTHING_COUNT, EVERYTHING_MODES, FALLBACK_STATUSES, advertises_everything,
+                                    everything_types, matches_search, select_like_plan, selectable)
+from service.ehr.plan import REFERENCED_TYPES, PlannedSearch, plan_searches
 from service.errors import NotFound, ServiceError, UpstreamError
 
 log = logging.getLogger(__name__)
 
 MAX_CONCURRENCY = 4  # requests in flight per fetch; the client also caps requests in flight per server
-# Encounters are not resolved one by one (a long history has hundreds); hospital stays come from their own search.
-REFERENCED_TYPES = ("Practitioner", "PractitionerRole", "Organization", "Medication", "Location", "Specimen",
-                    "Observation")
 ID_BATCH = 20  # ids per _id search
-HOSPITAL_STAY_CLASSES = "IMP,ACUTE,NONAC"  # v3 ActCode inpatient classes (readiness: discharge summaries)
 OFFSET_PARAMS = ("_getpagesoffset", "_offset", "offset", "__offset")
 MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
-# Report documents a consultant needs (DESIGN.md "What we pull").
-REPORT_TYPES = (systems.LOINC_PATHOLOGY_STUDY, "60567-5", systems.LOINC_OPERATIVE_NOTE, systems.LOINC_PROCEDURE_NOTE,
-                systems.LOINC_DISCHARGE_SUMMARY, systems.LOINC_IMAGING_STUDY, systems.LOINC_CONSULT_NOTE)
-# The includes each search asks for: the first (DESIGN.md "What we pull") whenever the server does not list its
-# includes, the others only where it lists them. Each brings referenced resources of the types given, which would
-# otherwise be read by _id afterwards (R4 search parameters; REFERENCED_TYPES only, so the record is the same).
-INCLUDES: dict[str, dict[str, tuple[str, ...]]] = {
-    "DiagnosticReport": {"DiagnosticReport:result": ("Observation",),
-                         "DiagnosticReport:performer": ("Practitioner", "PractitionerRole", "Organization"),
-                         "DiagnosticReport:specimen": ("Specimen",)},
-    "MedicationRequest": {"MedicationRequest:medication": ("Medication",),
-                          "MedicationRequest:requester": ("Practitioner", "PractitionerRole", "Organization")},
-    "MedicationStatement": {"MedicationStatement:medication": ("Medication",)},
-    "Condition": {"Condition:asserter": ("Practitioner", "PractitionerRole")},
-    "Procedure": {"Procedure:performer": ("Practitioner", "PractitionerRole", "Organization")},
-    "AllergyIntolerance": {"AllergyIntolerance:recorder": ("Practitioner", "PractitionerRole"),
-                           "AllergyIntolerance:asserter": ("Practitioner", "PractitionerRole")},
-    "DocumentReference": {"DocumentReference:author": ("Practitioner", "PractitionerRole", "Organization"),
-                          "DocumentReference:custodian": ("Organization",)},
-    "Encounter": {"Encounter:practitioner": ("Practitioner",),
-                  "Encounter:service-provider": ("Organization",),
-                  "Encounter:location": ("Location",)},
-}
-DEFAULT_INCLUDES = ("DiagnosticReport:result", "MedicationRequest:medication")
 # When a server refuses a search without a status, ask again naming every status (R4 value sets).
 STATUS_FALLBACK = {
     "Condition": ("clinical-status", "active,recurrence,relapse,inactive,remission,resolved"),
@@ -90,21 +63,6 @@ STATUS_FALLBACK = {
 
 Progress = Callable[[str, int, int | None], None]  # (resource type, pages done, pages known or None)
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, eq=False)  # identity hashing: pages are kept per search
-class PlannedSearch:
-    """One search the fetch will run to the end (params: a value, or a list for a repeated parameter)."""
-
-    resource_type: str
-    params: dict[str, Any]
-
-    def included_types(self) -> set[str]:
-        """The referenced types this search's includes can bring."""
-        names = self.params.get("_include") or []
-        names = [names] if isinstance(names, str) else names
-        table = INCLUDES.get(self.resource_type, {})
-        return {t for name in names for t in table.get(name, ())}
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,14 +88,6 @@ class Refused:
     error: ServiceError
 
 
-@dataclass
-class FetchStats:
-    """What a fetch cost."""
-
-    requests: int = 0
-    pages: dict[str, int] = field(default_factory=dict)
-
-
 @dataclass(frozen=True)
 class FetchedRecord:
     """A fetched record and the EHR's JSON of its resources (for pass-through), by id() of their model."""
@@ -146,58 +96,6 @@ class FetchedRecord:
     sources: dict[int, dict]
 
 
-def plan_searches(patient_id: str, capability: CapabilityStatement) -> list[PlannedSearch]:
-    """The patient searches to run, limited to what the server says it supports."""
-    resources = {r.type: r for rest in capability.rest or [] if rest.mode == "server" for r in rest.resource or []}
-    plan = []
-    # The usually longest searches first: a search's later pages can only be asked for once its first page has
-    # said how many there are, so the long chains should learn it in the first round (medication orders and
-    # reports outnumber the rest in most records; an order that is wrong for a record costs at most a round).
-    for resource_type, extra in [
-        ("MedicationRequest", {"intent": "order,plan"}),
-        ("DiagnosticReport", {}),
-        ("Procedure", {}), ("Encounter", {"class": HOSPITAL_STAY_CLASSES}),
-        ("Condition", {}), ("MedicationStatement", {}),
-        ("DocumentReference", {"type": ",".join(f"{systems.LOINC}|{c}" for c in REPORT_TYPES)}),
-        ("CarePlan", {}), ("AllergyIntolerance", {}),
-    ]:
-        if resources and resource_type not in resources:
-            continue
-        if resource_type == "Encounter" and not _lists_param(resources.get(resource_type), "class"):
-            continue  # without a class filter this would read every visit
-        resource = resources.get(resource_type)
-        includes = _includes(resource_type, resource)
-        params = {"patient": patient_id, **_supported(resource, extra)}
-        if includes:
-            params["_include"] = includes[0] if len(includes) == 1 else includes
-        plan.append(PlannedSearch(resource_type, params))
-    return plan
-
-
-def _includes(resource_type: str, resource: object) -> list[str]:
-    """The includes to ask for: those of INCLUDES the server lists, else (when it lists none) the default ones."""
-    listed = set(getattr(resource, "searchInclude", None) or [])
-    wanted = INCLUDES.get(resource_type, {})
-    if not listed:
-        return [name for name in wanted if name in DEFAULT_INCLUDES]
-    return [name for name in wanted if name in listed]
-
-
-def _supported(resource: object, params: dict[str, str]) -> dict[str, str]:
-    """Keep only the parameters the server lists for this type (all, when it lists none)."""
-    if resource is None:
-        return params
-    names = {p.name for p in resource.searchParam or []}
-    return {name: value for name, value in params.items() if not names or name in names}
-
-
-def _lists_param(resource: object, name: str) -> bool:
-    return resource is not None and any(p.name == name for p in resource.searchParam or [])
-
-
-def supported_types(capability: CapabilityStatement) -> set[str]:
-    """Resource types the server's CapabilityStatement lists (empty when it lists none)."""
-    return {r.type for rest in capability.rest or [] if rest.mode == "server" for r in rest.resource or []}
 def offset_pages(next_url: str, total: int | None, page_matches: int) -> list[str] | None:
     """URLs of every remaining page, when the next link pages by an offset and the total is known."""
     if total is None or page_matches <= 0:
@@ -395,8 +293,6 @@ class RecordFetch:
 
     # -- $everything ----------------------------------------------------------------------------------
     def _fetch_everything_page(self, url: str, params: dict | None) -> dict | Refused:
-        from service.ehr.everything import FALLBACK_STATUSES  # (that module imports this one)
-
         try:
             return self.client.get_json(url, params)
         except ServiceError as exc:
@@ -439,8 +335,6 @@ class RecordFetch:
     def _everything_page(self, call: EverythingCall, data: dict) -> Page:
         """One $everything page: what a covered search matches validated now, what may be referenced kept as JSON
         (validated if selected), the rest (types and resources the plan would not fetch) dropped."""
-        from service.ehr.everything import matches_search
-
         if data.get("resourceType") != "Bundle":
             raise UpstreamError(f"Patient/$everything answered a {data.get('resourceType')}, not a Bundle")
         base = self.client.base_url
@@ -480,8 +374,6 @@ class RecordFetch:
 
     def _select_everything(self, call: EverythingCall) -> None:
         """Keep what the covered searches would have brought; note what is still to read by _id; read attachments."""
-        from service.ehr.everything import select_like_plan
-
         pages = [self.pages[call][i] for i in sorted(self.pages[call])]
         sources = [d for p in pages for d in p.sources]
         notes = [w for p in pages for w in p.warnings]
@@ -513,10 +405,7 @@ class RecordFetch:
             for resource_type, found in by_type.items():
                 self.batches[(resource_type, "")] = (found, [])  # sorts before the batches read by _id
             self._have.update(keys)
-            for key in selection.unresolved:
-                if key not in self._have and key not in self._asked:
-                    resource_type, resource_id = key.split("/")
-                    self._wanted.setdefault(resource_type, {})[resource_id] = None
+            self._want(selection.unresolved)
             self.notes.extend(notes)
             self.pages[call] = {}
             self._everything_models.clear()
@@ -534,10 +423,14 @@ class RecordFetch:
                       if (k := reference_key(ref["reference"], base)) and k.split("/")[0] in REFERENCED_TYPES]
         with self._lock:
             self._have.update(keys)
-            for key in referenced:
-                if key not in self._have and key not in self._asked:
-                    resource_type, resource_id = key.split("/")
-                    self._wanted.setdefault(resource_type, {})[resource_id] = None
+            self._want(referenced)
+
+    def _want(self, keys: Iterable[str]) -> None:
+        """Note "Type/id"s to read by _id, unless they came or were asked for already (the lock is held)."""
+        for key in keys:
+            if key not in self._have and key not in self._asked:
+                resource_type, resource_id = key.split("/")
+                self._wanted.setdefault(resource_type, {})[resource_id] = None
 
     def _queue_batches(self) -> None:
         """Queue an _id read for each type with ids to read that no running search may still include."""
@@ -642,9 +535,6 @@ def fetch_patient(client: FhirClient, patient_id: str, *, progress: Progress | N
     everything: "auto" (use Patient/$everything where advertised) or "never"; default FHIR_EVERYTHING of the
     current app, else "auto".
     """
-    # (service.ehr.everything imports this module, so its names are imported where they are used)
-    from service.ehr.everything import EVERYTHING_COUNT, advertises_everything, everything_types, selectable
-
     mode = everything or _configured_everything()
     # Twice the threads of the requests in flight: a thread validating the page it fetched holds no request slot.
     with ThreadPoolExecutor(max_workers=2 * concurrency, thread_name_prefix="fetch") as pool:
@@ -669,8 +559,6 @@ def fetch_patient(client: FhirClient, patient_id: str, *, progress: Progress | N
 def _configured_everything() -> str:
     """FHIR_EVERYTHING of the app serving this request ("auto" outside one, e.g. the CLI's packet command)."""
     from flask import current_app, has_app_context
-
-    from service.ehr.everything import EVERYTHING_MODES
 
     mode = current_app.config.get("FHIR_EVERYTHING", "auto") if has_app_context() else "auto"
     if mode not in EVERYTHING_MODES:
