@@ -201,10 +201,7 @@ def _parser() -> etree.XMLParser:
 def without_invalid_narrative(data: dict) -> dict:
     """A resource's JSON without a narrative that breaks txt-1/txt-2 (data itself when it has none or a valid one)."""
     text = data.get("text")
-    if not isinstance(text, dict):
-        return data
-    div = text.get("div")
-    if div and isinstance(div, str) and not check_narrative(div):
+    if not isinstance(text, dict) or not narrative_breaks_rules(text.get("div")):
         return data
     return {name: value for name, value in data.items() if name != "text"}
 
@@ -213,8 +210,13 @@ def drop_invalid_narrative(resource: Resource) -> None:
     """Remove, in place, a resource narrative that breaks txt-1/txt-2 (unsafe or invalid XHTML from outside)."""
     if not isinstance(resource, DomainResource) or resource.text is None:
         return
-    if not resource.text.div or check_narrative(resource.text.div):
+    if narrative_breaks_rules(resource.text.div):
         resource.text = None
+
+
+def narrative_breaks_rules(div: object) -> bool:
+    """A narrative div that is missing, not text, or breaks txt-1/txt-2 (then the narrative is left out)."""
+    return not div or not isinstance(div, str) or bool(check_narrative(div))
 
 
 def _node_problems(node: etree._Element) -> list[str]:

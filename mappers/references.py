@@ -42,11 +42,6 @@ def iter_references(model: FHIRAbstractModel) -> Iterator[Reference]:
 _PRIMITIVES = (str, bool, int, float, bytes, Decimal, date, datetime, time)
 
 
-def iter_json_references(value: object) -> Iterator[dict]:
-    """Yield every Reference object inside a resource's JSON (contained and extensions too), depth first."""
-    return iter(json_references(value))
-
-
 def json_references(value: object) -> list[dict]:
     """Every Reference object inside a resource's JSON, in document order (a walk without recursion: it is hot)."""
     found: list[dict] = []

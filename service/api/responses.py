@@ -29,8 +29,6 @@ PDF = "application/pdf"
 RENDITION_FORMATS = frozenset({"html", "pdf"})
 _RENDITION_PARAMETER = {"html": "html", HTML: "html", "pdf": "pdf", PDF: "pdf"}
 _RENDITION_ACCEPTED = {HTML: "html", PDF: "pdf"}  # after the FHIR types: */* still means FHIR JSON
-# The rendition's own policy (CSP Level 3): its linked stylesheet and nothing else, no scripts, no framing by others.
-RENDITION_CSP = "default-src 'none'; style-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'self'"
 
 
 class NotAcceptable(ServiceError):
@@ -79,9 +77,8 @@ def fhir_response(resource_json: str | dict, status: int = 200, headers: dict | 
 
 
 def html_response(html: str) -> Response:
-    """An HTML rendition (UTF-8), under its own Content-Security-Policy."""
-    resp = Response(html, content_type=f"{HTML}; charset=utf-8",
-                    headers={"Content-Security-Policy": RENDITION_CSP, "X-Content-Type-Options": "nosniff"})
+    """An HTML rendition (UTF-8); its Content-Security-Policy is every HTML page's (service/web/security.py)."""
+    resp = Response(html, content_type=f"{HTML}; charset=utf-8")
     resp.vary.add("Accept")
     return resp
 

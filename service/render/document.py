@@ -64,7 +64,7 @@ class SectionView:
 
 
 @dataclass(frozen=True)
-class DocumentView:
+class RenderedDocument:
     """The whole document: header facts for people (and the PDF's running header), then the sections."""
 
     kind: str  # "packet" | "consult"
@@ -81,7 +81,7 @@ class DocumentView:
 
 
 def build_document_view(bundle: dict, *, kind: str, referral_id: str, concordance: dict | None = None,
-                        prose: bool = False) -> DocumentView:
+                        prose: bool = False) -> RenderedDocument:
     """Read a document Bundle (FHIR JSON as a dict) into the view the templates render.
 
     prose: also show each section's narrative as plain text (a consultant writes prose; the packet's narratives
@@ -93,7 +93,7 @@ def build_document_view(bundle: dict, *, kind: str, referral_id: str, concordanc
     patient = resolve(composition.subject.reference or "") if composition.subject else None
     patient = patient if isinstance(patient, Patient) else None
     reader = _SectionReader(resolve, concordance, prose)
-    return DocumentView(
+    return RenderedDocument(
         kind=kind, title=composition.title or concept_text(composition.type) or "Document", referral_id=referral_id,
         patient_name=human_name(patient.name[0]) if patient is not None and patient.name else "",
         birth_date=format_date(patient.birthDate) if patient is not None else "",

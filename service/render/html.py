@@ -11,7 +11,7 @@ from functools import cache
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from service.render.assets import STYLESHEET_URL
-from service.render.document import DocumentView, build_document_view
+from service.render.document import RenderedDocument, build_document_view
 
 PAGE_TEMPLATE = "page.html"
 FRAGMENT_TEMPLATE = "article.html"
@@ -33,7 +33,7 @@ def render_consult_html(bundle: dict, *, referral_id: str, fragment: bool = Fals
     return _render(view, fragment)
 
 
-def _render(view: DocumentView, fragment: bool) -> str:
+def _render(view: RenderedDocument, fragment: bool) -> str:
     """Fill the page (or fragment) template with a document view."""
     template = _environment().get_template(FRAGMENT_TEMPLATE if fragment else PAGE_TEMPLATE)
     return template.render(doc=view, stylesheet_url=STYLESHEET_URL)

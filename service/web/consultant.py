@@ -24,6 +24,8 @@ from service.auth.isolation import patient_independent
 from service.errors import Conflict, Forbidden, InvalidRequest, ServiceError, UnsupportedMediaType
 from service.intake import CONSULT_TYPES
 from service.lifecycle import ACTIONS, MAX_REASON_CHARS
+from service.render import render_packet_html, render_pdf
+from service.render.assets import STYLESHEET_URL
 from service.store.repository import AuditEvent, Referral, get_repository, utcnow
 from service.web.links import ConsultantGrant, read_link_token
 from service.web.packet_view import PacketView, packet_view, patient_display, read_packet
@@ -86,18 +88,15 @@ def _consult_page(token: str, grant: ConsultantGrant, referral: Referral, *, sta
     questions = [referral.question, *referral.patient_questions]
     return page("consultant.html", status, token=token, grant=grant, referral=referral, view=view_,
                 patient=patient_display(view_.patient), packet_html=_packet_html(referral),
+                render_stylesheet=STYLESHEET_URL,
                 consult=consult, questions=questions, errors=errors, values=values,
                 can_accept=referral.status == "requested",
                 can_consult=referral.status in OPEN_FOR_CONSULT and consult is None,
                 new_fields=range(NEW_DIAGNOSIS_FIELDS), reason_max=MAX_REASON_CHARS)
 
 
-def _packet_html(referral: Referral) -> Markup | None:
-    """The packet as the renderer (service.render) draws it; None until that module is there."""
-    try:
-        from service.render import render_packet_html
-    except ImportError:
-        return None
+def _packet_html(referral: Referral) -> Markup:
+    """The packet as the renderer draws it (its text escaped there: service/render)."""
     return Markup(render_packet_html(json.loads(referral.packet_json), referral_id=referral.id, fragment=True))
 
 
@@ -133,11 +132,6 @@ def _packet_download(token: str, fmt: str) -> Response:
 def packet_pdf(token: str) -> Response:
     """The packet as PDF (service.render)."""
     grant, referral = _granted(token)
-    try:
-        from service.render import render_packet_html, render_pdf
-    except ImportError:
-        return error_page(503, "The PDF rendition is not available on this server yet; download the FHIR JSON or "
-                               "XML instead.", title="PDF not available", force_html=True)
     html = render_packet_html(json.loads(referral.packet_json), referral_id=referral.id)
     _audit_read(grant, referral, f"Bundle?identifier={referral.packet_identifier}")
     return Response(render_pdf(html), content_type="application/pdf",
