@@ -49,8 +49,6 @@ CONCORDANCE_CLASSES = (("confirmed", "Confirmed"), ("revised", "Revised"), ("ref
                        ("new", "New diagnoses"), ("not_addressed", "Not addressed"),
                        ("alternatives", "Recommended alternatives"))
 
-_SYSTEM_NAMES = {systems.SNOMED: "SNOMED CT", systems.ICD10CM: "ICD-10-CM", systems.LOINC: "LOINC",
-                 systems.RXNORM: "RxNorm"}
 
 Resolver = Callable[[str], Resource | None]
 
@@ -257,7 +255,7 @@ def _described(item: dict) -> str:
     code_text = None
     if code:
         system, _, value = code.rpartition("|")
-        code_text = f"{_SYSTEM_NAMES[system]} {value}" if system in _SYSTEM_NAMES else value
+        code_text = f"{systems.SYSTEM_NAMES[system]} {value}" if system in systems.SYSTEM_NAMES else value
     if display and code_text:
         return f"{display} ({code_text})"
     return display or code_text or "Unnamed"

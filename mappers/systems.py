@@ -4,6 +4,9 @@ LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+ICD10 = "http://hl7.org/fhir/sid/icd-10"
+# What people call the code systems (for labels such as "Prostate cancer (SNOMED CT 399068003)").
+SYSTEM_NAMES = {SNOMED: "SNOMED CT", ICD10CM: "ICD-10-CM", ICD10: "ICD-10", LOINC: "LOINC", RXNORM: "RxNorm"}
 URN_IETF_RFC_3986 = "urn:ietf:rfc:3986"  # identifier system whose values are URIs (urn:uuid:...)
 
 # Document types (LOINC). https://loinc.org/57133-1/ Referral note; https://loinc.org/11488-4/ Consult note

@@ -8,6 +8,7 @@ from fhir.resources.R4B.condition import Condition
 from fhir.resources.R4B.patient import Patient
 from fhir.resources.R4B.resource import Resource
 
+from mappers import systems
 from mappers.narrative import Row, concept_text, human_name, summarise
 
 # (section key, heading, resource types): the order the clinician reviews a packet in.
@@ -89,14 +90,10 @@ def code_options(resources) -> dict[str, dict]:  # noqa: ANN001 - an iterable of
         for concept in concepts:
             for coding in (concept.coding if concept is not None else None) or []:
                 if coding.system and coding.code:
-                    label = f"{coding.display or concept_text(concept)} ({system_name(coding.system)} {coding.code})"
+                    system = systems.SYSTEM_NAMES.get(coding.system, coding.system)
+                    label = f"{coding.display or concept_text(concept)} ({system} {coding.code})"
                     options.setdefault(label, coding.model_dump(mode="json", exclude_none=True))
     return dict(sorted(options.items()))
-
-
-def system_name(system: str) -> str:
-    return {"http://snomed.info/sct": "SNOMED CT", "http://hl7.org/fhir/sid/icd-10-cm": "ICD-10-CM",
-            "http://hl7.org/fhir/sid/icd-10": "ICD-10", "http://loinc.org": "LOINC"}.get(system, system)
 
 
 def patient_display(patient: Patient | dict | None) -> dict[str, str]:
