@@ -2,37 +2,23 @@
 (the landing page of the clinician app in service/web)."""
 
 import json
-import logging
 
-from flask import Blueprint, Response, redirect, render_template_string, request, url_for
+from flask import Blueprint, Response, redirect, request, url_for
 
 from service.auth import get_auth
 from service.auth.flows import finish_launch, start_launch
 from service.auth.isolation import patient_independent
 from service.errors import ServiceError
-
-log = logging.getLogger(__name__)
+from service.web.pages import error_page
 
 bp = Blueprint("launch", __name__)
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
-<meta name="referrer" content="no-referrer"></head>
-<body><main><h1>{{ title }}</h1><p role="alert">{{ error }}</p></main></body></html>"""
-
-
-def _page(status: int, **context: object) -> Response:
-    body = render_template_string(PAGE, **{"error": None, "title": "Second opinion", **context})
-    return Response(body, status=status, content_type="text/html; charset=utf-8", headers=NO_STORE)
-
-
 @bp.errorhandler(ServiceError)
 def _error_page(exc: ServiceError) -> Response:
     """Browser routes answer errors with a readable page, never a 500 and never a token or code."""
-    log.warning("launch: %s %s", exc.status, exc.diagnostics)
-    return _page(exc.status, title="The app could not start", error=exc.diagnostics)
+    return error_page(exc.status, exc.diagnostics, title="The app could not start", force_html=True)
 
 
 @bp.get("/launch")
