@@ -125,13 +125,20 @@ def client_auth(app: Flask, base_url: str | None = None) -> ClientAuth | None:
         tokens = SessionTokens(state.store, session_id, launched, margin_s=float(app.config["TOKEN_REFRESH_MARGIN_S"]),
                                timeout=state.timeout)
         return ClientAuth(launched.iss, RenewingBearerAuth(tokens), launched)
-    target = base_url or app.config.get("FHIR_BASE_URL")
-    if not target and len(state.tenants) == 1:
-        target = next(iter(state.tenants))
+    target = base_url or default_ehr(app)
     if not target:
         return None
     tenant = state.tenant(target) or Tenant(iss=normalize_iss(target))
     return ClientAuth(tenant.iss, _server_auth(state, tenant))
+
+
+def default_ehr(app: Flask) -> str | None:
+    """The EHR requests outside a launched session go to: FHIR_BASE_URL, else the only tenant (None: none)."""
+    target = app.config.get("FHIR_BASE_URL")
+    tenants = get_auth(app).tenants
+    if not target and len(tenants) == 1:
+        target = next(iter(tenants))
+    return target or None
 
 
 def _server_auth(state: AuthState, tenant: Tenant) -> AuthBase | None:

@@ -52,12 +52,13 @@ def api_client_id() -> str | None:
 
 
 def _check_ehr(client) -> None:  # noqa: ANN001 - an ApiClient
+    from service.auth import default_ehr
     from service.store.repository import get_repository
 
     referral_id = (request.view_args or {}).get("referral_id")
     if referral_id is not None:
         ehr = get_repository().get(str(referral_id)).ehr_base_url  # 404 for an unknown referral
     else:
-        ehr = current_app.config.get("FHIR_BASE_URL") or ""
+        ehr = default_ehr(current_app) or ""  # where a new referral's record is read
     if not client.allows_ehr(ehr):
         raise Forbidden("this API client may not act on that EHR's referrals")

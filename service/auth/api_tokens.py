@@ -28,6 +28,7 @@ from sqlalchemy import Engine, delete, insert, select
 
 from service.auth.scopes import covers, parse_scope
 from service.auth.store import api_tokens, digest
+from service.auth.tenants import normalize_iss
 from service.cds.auth import (ClientVerifier, JwksCache, TrustedClient, check_algorithms, load_json_setting,
                               parse_clients)
 from service.errors import ConfigurationError, Unauthorized
@@ -49,8 +50,7 @@ class ApiClient:
     fhir_servers: tuple[str, ...] = ()  # empty: any EHR the service talks to
 
     def allows_ehr(self, base_url: str) -> bool:
-        base = base_url.rstrip("/")
-        return not self.fhir_servers or base in self.fhir_servers
+        return not self.fhir_servers or normalize_iss(base_url) in self.fhir_servers
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class TokenError(Exception):
 def parse_api_clients(value: object) -> tuple[list[ApiClient], list[TrustedClient]]:
     """Read API_CLIENTS; ConfigurationError on any problem (at startup)."""
     items = load_json_setting(value, SETTING)
-    clients: list[ApiClient] = []
+    scopes_of: list[tuple[str, ...]] = []
     keyed: list[dict] = []
     for index, item in enumerate(items):
         where = f"{SETTING}[{index}]"
@@ -84,11 +84,12 @@ def parse_api_clients(value: object) -> tuple[list[ApiClient], list[TrustedClien
         if not isinstance(scopes, list) or not scopes or not all(isinstance(s, str) and parse_scope(s)
                                                                   for s in scopes):
             raise ConfigurationError(f"{where}.scopes must list SMART system scopes, e.g. system/ServiceRequest.rs")
-        rest = {k: v for k, v in item.items() if k not in ("client_id", "scopes")}
-        keyed.append({"iss": item["client_id"], **rest})
-        clients.append(ApiClient(client_id=item["client_id"], scopes=tuple(scopes),
-                                 fhir_servers=tuple(s.rstrip("/") for s in item.get("fhir_servers", []))))
-    return clients, parse_clients(keyed, SETTING)  # the key and URL checks, as for CDS clients
+        keyed.append({"iss": item["client_id"], **{k: v for k, v in item.items() if k not in ("client_id", "scopes")}})
+        scopes_of.append(tuple(scopes))
+    trusted = parse_clients(keyed, SETTING)  # the key and URL checks, as for CDS clients
+    clients = [ApiClient(client_id=t.iss, scopes=scopes, fhir_servers=tuple(normalize_iss(s) for s in t.fhir_servers))
+               for t, scopes in zip(trusted, scopes_of)]
+    return clients, trusted
 
 
 class ApiTokens:
