@@ -122,6 +122,25 @@ def test_capabilities_are_read_once_per_server(fhir: FhirClient, ehr) -> None:  
     assert [r["path"] for r in log].count("/fhir/metadata") == 1
 
 
+def test_capabilities_read_again_keep_the_validated_statement_while_the_body_is_unchanged() -> None:
+    statement = {"resourceType": "CapabilityStatement", "status": "active", "date": "2026-01-01",
+                 "kind": "instance", "fhirVersion": "4.0.1", "format": ["json"],
+                 "rest": [{"mode": "server", "resource": [{"type": "Condition"}]}]}
+    first = canned_client(200, statement)
+    forget_capabilities(first.base_url)
+    known = first.capabilities()
+    forget_capabilities(first.base_url)  # expired: /metadata is read again
+    again = canned_client(200, statement)
+    assert again.capabilities() is known and again.request_count == 1
+    forget_capabilities(first.base_url)
+    changed = canned_client(200, {**statement, "rest": [{"mode": "server", "resource": [{"type": "Procedure"}]}]})
+    assert changed.capabilities() is not known
+    assert changed.capabilities().rest[0].resource[0].type == "Procedure"
+    forget_capabilities(first.base_url)
+    with pytest.raises(UpstreamError, match="not a valid R4 CapabilityStatement"):
+        canned_client(200, {**statement, "kind": 7}).capabilities()
+
+
 class CannedAdapter(BaseAdapter):
     """Answers every request with one canned response (for misbehaviour a real server won't show)."""
 

@@ -1,10 +1,12 @@
 """The only code that speaks HTTP to an EHR's FHIR server."""
 
+import hashlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -61,6 +63,16 @@ class SearchResult:
 
 
 @dataclass(frozen=True)
+class PageHeader:
+    """What a searchset page says about paging, read from its JSON before any resource in it is validated."""
+
+    next_url: str | None
+    total: int | None
+    matches: int  # entries with search.mode match (or no mode)
+    entries: int  # every entry (matches, includes, outcomes): a measure of the work the page brings
+
+
+@dataclass(frozen=True)
 class Page:
     """One searchset page: its resources, the server's warnings, where the next page is, the total if stated."""
 
@@ -90,7 +102,19 @@ class WriteResult:
     created: bool
 
 
-_capabilities: dict[str, CapabilityStatement] = {}
+CAPABILITY_TTL_S = 3600.0  # /metadata is read again after this long, so a server's upgrade is noticed
+
+
+@dataclass(frozen=True)
+class _CachedCapability:
+    """A server's CapabilityStatement, when it was read, and the SHA-256 of the body it was validated from."""
+
+    statement: CapabilityStatement
+    digest: bytes
+    read_at: float  # time.monotonic()
+
+
+_capabilities: dict[str, _CachedCapability] = {}
 _capabilities_lock = threading.Lock()
 
 DEFAULT_SERVER_CONCURRENCY = 4
@@ -126,19 +150,28 @@ class FhirClient:
 
     # -- capability -------------------------------------------------------------------------------
     def capabilities(self) -> CapabilityStatement:
-        """The server's CapabilityStatement, read once per base URL and cached for the process."""
+        """The server's CapabilityStatement, read once per base URL and cached for the process (CAPABILITY_TTL_S).
+
+        When /metadata is read again (the cache expired or was forgotten) and the body is byte for byte the one
+        validated before, that validated statement is kept: a server's statement can be 100 KB and more, and
+        validating it costs tens of milliseconds every time.
+        """
         with _capabilities_lock:
             cached = _capabilities.get(self.base_url)
-        if cached is not None:
-            return cached
-        data = self._request_json("GET", "metadata")
-        try:
-            statement = CapabilityStatement.model_validate(data)
-        except ValidationError as exc:
-            raise UpstreamError(f"the server's /metadata is not a valid R4 CapabilityStatement: "
-                                f"{describe_validation_error(exc)}") from exc
+        if cached is not None and time.monotonic() - cached.read_at < CAPABILITY_TTL_S:
+            return cached.statement
+        resp = self._send("GET", self._url("metadata"))
+        digest = hashlib.sha256(resp.content).digest()
+        if cached is not None and cached.digest == digest:
+            statement = cached.statement
+        else:
+            try:
+                statement = CapabilityStatement.model_validate(_json_body(resp))
+            except ValidationError as exc:
+                raise UpstreamError(f"the server's /metadata is not a valid R4 CapabilityStatement: "
+                                    f"{describe_validation_error(exc)}") from exc
         with _capabilities_lock:
-            _capabilities[self.base_url] = statement
+            _capabilities[self.base_url] = _CachedCapability(statement, digest, time.monotonic())
         return statement
 
     # -- reads -------------------------------------------------------------------------------------
@@ -180,18 +213,23 @@ class FhirClient:
         """GET a resource or a searchset page as FHIR JSON (decimals exact, mappers.fhirjson), not yet validated."""
         return _fhir_json(self._send("GET", self._url(url), params=params))
 
-    def page_of(self, data: dict, *, keep_json: bool = False) -> Page:
-        """A searchset page read from its JSON: each resource validated (see search_page)."""
+    def page_header(self, data: dict) -> PageHeader:
+        """A searchset page's next link, total and counts (UpstreamError when it is not a Bundle)."""
         if data.get("resourceType") != "Bundle":
             raise UpstreamError(f"a search answered a {data.get('resourceType')}, not a Bundle")
+        entries = _entries(data)
+        matches = sum(1 for e in entries if (e.get("search") or {}).get("mode", "match") == "match")
+        total = data.get("total") if isinstance(data.get("total"), int) else None
+        return PageHeader(self._next_link(data), total, matches, len(entries))
+
+    def page_of(self, data: dict, *, keep_json: bool = False) -> Page:
+        """A searchset page read from its JSON: each resource validated (see search_page)."""
+        header = self.page_header(data)
         warnings: list[str] = []
         holder = SearchResult(warnings=warnings)
         sources: list[dict] = []
         resources = list(self._page_resources(data, holder, sources if keep_json else None))
-        matches = sum(1 for e in data.get("entry") or []
-                      if (e.get("search") or {}).get("mode", "match") == "match")
-        total = data.get("total") if isinstance(data.get("total"), int) else None
-        return Page(resources, warnings, self._next_link(data), total, matches, sources)
+        return Page(resources, warnings, header.next_url, header.total, header.matches, sources)
 
     def search_all(self, resource_type: str, params: Mapping[str, str] | None = None) -> SearchResult:
         """Run a search to the end and return everything with its warnings."""
@@ -236,7 +274,7 @@ class FhirClient:
         return None
 
     def _page_resources(self, page: dict, result: SearchResult, sources: list[dict] | None = None) -> Iterator[Resource]:
-        for entry in page.get("entry") or []:
+        for entry in _entries(page):
             data = entry.get("resource")
             if not isinstance(data, dict):
                 continue
@@ -286,6 +324,12 @@ class FhirClient:
         if over:
             raise UpstreamError(f"the record is larger than the fetch budget of {self.max_bytes // 1_000_000} MB; "
                                 "narrow the selection (since, exclude) or raise FHIR_MAX_FETCH_BYTES")
+
+
+def _entries(bundle: dict) -> list[dict]:
+    """A Bundle's entries that are JSON objects (anything else in a server's answer is ignored)."""
+    entries = bundle.get("entry")
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
 
 
 def _is_timeout(exc: requests.RequestException) -> bool:
@@ -420,9 +464,10 @@ def _path(url: str) -> str:
 
 
 def forget_capabilities(base_url: str | None = None) -> None:
-    """Drop cached CapabilityStatements (all, or one server's)."""
+    """Mark cached CapabilityStatements (all, or one server's) expired: the next use reads /metadata again.
+
+    The statement stays known by the digest of its body, so an unchanged /metadata is not validated again.
+    """
     with _capabilities_lock:
-        if base_url is None:
-            _capabilities.clear()
-        else:
-            _capabilities.pop(base_url.rstrip("/"), None)
+        for url in [u for u in _capabilities if base_url is None or u == base_url.rstrip("/")]:
+            _capabilities[url] = replace(_capabilities[url], read_at=float("-inf"))
