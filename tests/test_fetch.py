@@ -144,6 +144,23 @@ def test_long_searches_are_paged_in_parallel_and_complete(make_app) -> None:  # 
     assert len({tuple(sorted(r["query"].items())) for r in pages}) == len(pages)  # no page read twice
 
 
+def test_a_search_past_the_page_cap_ends_the_fetch_before_its_later_pages_are_asked_for(make_app) -> None:  # noqa: ANN001
+    with SandboxServer(page_size=2, max_page_size=2) as small_pages:
+        app = make_app(FHIR_BASE_URL=small_pages.base_url, FHIR_MAX_PAGES=2)
+        conditions = [c for c in small_pages.store.all("Condition") if c["subject"]["reference"] == f"Patient/{PROSTATE}"]
+        assert len(conditions) > 4  # three pages or more at two a page
+        requests.delete(f"{small_pages.root_url}/_sandbox/requests", timeout=5)
+        resp = app.test_client().post("/api/referrals", json={"patient": PROSTATE, "question": "q"})
+        log = requests.get(f"{small_pages.root_url}/_sandbox/requests", timeout=5).json()
+    outcome = assert_outcome(resp, 502)
+    assert "needs more than 2 pages" in outcome["issue"][0]["diagnostics"]
+    assert [r["path"] for r in log].count("/fhir/Condition") == 1  # the first page said how many: no more asked for
+    from service.store.repository import get_repository
+
+    with get_repository(app).engine.connect() as connection:
+        assert connection.exec_driver_sql("select count(*) from referrals").scalar() == 0
+
+
 def test_the_packet_keeps_the_ehrs_decimals_and_instants_byte_for_byte(make_app) -> None:  # noqa: ANN001
     body = ('{"resourceType":"Bundle","type":"transaction","entry":['
             '{"fullUrl":"urn:uuid:p","resource":{"resourceType":"Patient","id":"dec-patient"},'

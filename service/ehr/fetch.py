@@ -37,7 +37,7 @@ from fhir.resources.R4B.resource import Resource
 
 from mappers.record import PatientRecord
 from mappers.references import json_references, json_resource_key, reference_key
-from service.ehr.client import FhirClient, Fetched, Page, checked
+from service.ehr.client import FhirClient, Fetched, Page, PageHeader, checked
 from service.ehr.everything import (EVERYTHING_COUNT, EVERYTHING_MODES, FALLBACK_STATUSES, advertises_everything,
                                     everything_types, matches_search, select_like_plan, selectable)
 from service.ehr.plan import REFERENCED_TYPES, PlannedSearch, plan_searches
@@ -133,7 +133,7 @@ class RecordFetch:
                  progress: Progress | None = None) -> None:
         self.client, self.pool, self.concurrency, self.progress = client, pool, concurrency, progress
         self._lock = threading.Lock()
-        self._queue: list[tuple[int, int, Callable[[], Any], Callable[[Any], None]]] = []
+        self._queue: list[tuple[int, int, int, Callable[[], Any], Callable[[Any], None]]] = []
         self._sequence = itertools.count()
         self._in_network = 0
         self._pending = 0
@@ -181,13 +181,15 @@ class RecordFetch:
         if self._error is not None:
             raise self._error
 
-    def _submit(self, priority: int, network: Callable[[], T], landed: Callable[[T], None]) -> None:
+    def _submit(self, priority: int, network: Callable[[], T], landed: Callable[[T], None], *, weight: int = 0) -> None:
+        """Queue a request: by priority, then the heaviest first (weight: the entries its search's pages carry, so
+        the pages that take longest to validate land early and the last round's are light), then in order."""
         with self._lock:
             if self._error is not None:
                 return
             self._pending += 1
             self._done.clear()
-            heapq.heappush(self._queue, (priority, next(self._sequence), network, landed))
+            heapq.heappush(self._queue, (priority, -weight, next(self._sequence), network, landed))
         self._dispatch()
 
     def _dispatch(self) -> None:
@@ -196,7 +198,7 @@ class RecordFetch:
             while self._queue and self._in_network < self.concurrency:
                 self._in_network += 1
                 ready.append(heapq.heappop(self._queue))
-        for _, _, network, landed in ready:
+        for *_, network, landed in ready:
             self.pool.submit(self._run, network, landed)
 
     def _run(self, network: Callable[[], T], landed: Callable[[T], None]) -> None:
@@ -221,9 +223,10 @@ class RecordFetch:
                     self._done.set()
 
     # -- pages -----------------------------------------------------------------------------------------
-    def _submit_page(self, search: PlannedSearch, index: int, url: str, params: dict | None, *, first: bool) -> None:
+    def _submit_page(self, search: PlannedSearch, index: int, url: str, params: dict | None, *, first: bool,
+                     weight: int = 0) -> None:
         self._submit(FIRST if first else LATER, lambda: self._fetch_page(search, url, params),
-                     lambda data: self._page_landed(search, index, data, first))
+                     lambda data: self._page_landed(search, index, data, first), weight=weight)
 
     def _fetch_page(self, search: PlannedSearch, url: str, params: dict | None) -> dict | Refused:
         if isinstance(search, EverythingCall):
@@ -241,6 +244,7 @@ class RecordFetch:
         if isinstance(search, EverythingCall):
             self._everything_page_landed(search, index, data, first)
             return
+        self._follow(search, index, self.client.page_header(data), first)  # before validating: it takes a while
         page = self.client.page_of(data, keep_json=True)
         kept = {search.resource_type, *REFERENCED_TYPES}  # what an include of another type brings is not ours
         pairs = [(m, d) for m, d in zip(page.resources, page.sources) if d.get("resourceType") in kept]
@@ -248,9 +252,6 @@ class RecordFetch:
                     [d for _, d in pairs])
         with self._lock:
             self.pages[search][index] = page
-            if len(self.pages[search]) > self.client.max_pages:
-                raise UpstreamError(f"{search.resource_type} search needs more than {self.client.max_pages} pages")
-        self._follow(search, index, page, first)
         self._note(page.sources)
         self._read_attachments(pairs)
         with self._lock:
@@ -260,21 +261,26 @@ class RecordFetch:
         if self.progress:
             self.progress(search.resource_type, len(self.pages[search]), self._known[search])
 
-    def _follow(self, search: PlannedSearch, index: int, page: Page, first: bool) -> None:
-        """Request the pages after this one: all at once when they page by offset, else the next one."""
+    def _follow(self, search: PlannedSearch, index: int, page: PageHeader, first: bool) -> None:
+        """Request the pages after this one: all at once when they page by offset, else the next one (the page
+        cap is enforced here, before anything past it is asked for)."""
         if not page.next_url:
             with self._lock:
                 if self._known[search] is None:
                     self._known[search] = index + 1
             return
         urls = offset_pages(page.next_url, page.total, page.matches) if first else None
+        pages = 1 + len(urls) if urls else index + 2
+        if pages > self.client.max_pages:
+            what = "Patient/$everything" if isinstance(search, EverythingCall) else f"{search.resource_type} search"
+            raise UpstreamError(f"{what} needs more than {self.client.max_pages} pages")
         if urls:
             with self._lock:
                 self._known[search] = 1 + len(urls)
             for n, url in enumerate(urls, start=1):
-                self._submit_page(search, n, url, None, first=False)
+                self._submit_page(search, n, url, None, first=False, weight=page.entries)
         elif self._known[search] is None:
-            self._submit_page(search, index + 1, page.next_url, None, first=False)
+            self._submit_page(search, index + 1, page.next_url, None, first=False, weight=page.entries)
 
     def _patient_landed(self, data: dict) -> None:
         fetched = checked(data)
@@ -318,9 +324,7 @@ class RecordFetch:
             if self._everything_state is not None:
                 return  # abandoned while this page was on its way
             self.pages[call][index] = page
-            if len(self.pages[call]) > self.client.max_pages:
-                raise UpstreamError(f"Patient/$everything needs more than {self.client.max_pages} pages")
-        self._follow(call, index, page, first)
+        self._follow(call, index, PageHeader(page.next_url, page.total, page.matches, len(page.sources)), first)
         with self._lock:
             known = self._known[call]
             complete = (known is not None and len(self.pages[call]) >= known and self._everything_state is None
