@@ -43,22 +43,27 @@ _PRIMITIVES = (str, bool, int, float, bytes, Decimal, date, datetime, time)
 
 
 def json_references(value: object) -> list[dict]:
-    """Every Reference object inside a resource's JSON, in document order (a walk without recursion: it is hot)."""
+    """Every Reference object inside a resource's JSON, in document order.
+
+    A walk without recursion, as parsed JSON holds it (plain dicts and lists; exact class checks are the fast ones):
+    it runs for every resource fetched, packed and checked.
+    """
     found: list[dict] = []
     stack = [value]
+    pop = stack.pop
     while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            if isinstance(item.get("reference"), str):
+        item = pop()
+        if item.__class__ is dict:
+            if item.get("reference").__class__ is str:
                 found.append(item)
-            children = [v for v in item.values() if isinstance(v, dict | list)]
-        elif isinstance(item, list):
-            children = [v for v in item if isinstance(v, dict | list)]
+            children = [v for v in item.values() if v.__class__ is dict or v.__class__ is list]
+        elif item.__class__ is list:
+            children = [v for v in item if v.__class__ is dict or v.__class__ is list]
         else:
             continue
         if children:
             children.reverse()
-            stack.extend(children)
+            stack += children
     return found
 
 
@@ -149,15 +154,25 @@ def rewrite_json_references(
     dropped: list[str] = []
 
     def rewrite_list(items: list) -> list:
-        new = [rewrite_object(i) if isinstance(i, dict) else rewrite_list(i) if isinstance(i, list) else i
-               for i in items]
-        return items if all(a is b for a, b in zip(new, items)) else new
+        """items, or a copy in which the rewritten objects replace theirs."""
+        copy = None
+        for n, item in enumerate(items):
+            if item.__class__ is dict:
+                new = rewrite_object(item)
+            elif item.__class__ is list:
+                new = rewrite_list(item)
+            else:
+                continue
+            if new is not item:
+                copy = list(items) if copy is None else copy
+                copy[n] = new
+        return items if copy is None else copy
 
     def rewrite_object(value: dict) -> dict:
         """value, or a copy with its references rewritten (a Reference before those nested in it)."""
         result = value
         literal = value.get("reference")
-        if isinstance(literal, str) and literal and literal not in targets and not literal.startswith("#"):
+        if literal.__class__ is str and literal and literal not in targets and not literal.startswith("#"):
             result = dict(value)
             key = reference_key(literal, base_url)
             target = mapping.get(literal) or (mapping.get(key) if key else None)
@@ -166,12 +181,16 @@ def rewrite_json_references(
             else:
                 make_json_display_only(result, redacted=key in redact)
                 dropped.append(literal)
-        for name, item in list(result.items()):
-            if isinstance(item, dict | list):
-                new = rewrite_object(item) if isinstance(item, dict) else rewrite_list(item)
-                if new is not item:
-                    result = dict(result) if result is value else result
-                    result[name] = new
+        for name, item in value.items() if result is value else list(result.items()):  # what a redaction left
+            if item.__class__ is dict:
+                new = rewrite_object(item)
+            elif item.__class__ is list:
+                new = rewrite_list(item)
+            else:
+                continue
+            if new is not item:
+                result = dict(result) if result is value else result
+                result[name] = new
         return result
 
     return rewrite_object(data), dropped
