@@ -40,6 +40,8 @@ from mappers import systems
 from mappers.references import reference_key, reference_type
 
 XHTML_NS = "http://www.w3.org/1999/xhtml"
+_XHTML_PREFIX = f"{{{XHTML_NS}}}"
+_XHTML_PREFIX_LENGTH = len(_XHTML_PREFIX)
 NONE_RECORDED = "None recorded"
 Resolver = Callable[[str], Resource | None]
 
@@ -223,14 +225,17 @@ def _node_problems(node: etree._Element) -> list[str]:
     """The txt-1 problems of one node (element, comment or processing instruction)."""
     if isinstance(node, etree._ProcessingInstruction):
         return ["processing instructions are not allowed (txt-1)"]
-    if not isinstance(node.tag, str):  # comments are allowed
+    tag = node.tag
+    if not isinstance(tag, str):  # comments are allowed
         return []
-    qname = etree.QName(node)
-    if qname.namespace != XHTML_NS:
-        return [f"element <{qname.localname}> is not in the XHTML namespace (txt-1)"]
-    if qname.localname not in ALLOWED_ELEMENTS:
-        return [f"element <{qname.localname}> is not allowed (txt-1)"]
-    return [p for name, value in node.attrib.items() if (p := _attribute_problem(qname.localname, name, value))]
+    local = tag[_XHTML_PREFIX_LENGTH:] if tag.startswith(_XHTML_PREFIX) else None  # lxml writes "{ns}local"
+    if local is None:
+        return [f"element <{etree.QName(node).localname}> is not in the XHTML namespace (txt-1)"]
+    if local not in ALLOWED_ELEMENTS:
+        return [f"element <{local}> is not allowed (txt-1)"]
+    attributes = node.attrib
+    return [p for name, value in attributes.items() if (p := _attribute_problem(local, name, value))] \
+        if attributes else []
 
 
 def _attribute_problem(element: str, name: str, value: str) -> str | None:
@@ -403,8 +408,11 @@ def format_range(value: Range | ObservationReferenceRange | None) -> str:
 
 def choice_text(resource: object, prefix: str) -> str:
     """Format a FHIR choice element (prefix[x]) whichever type it has."""
+    # A model's set fields are in its __dict__; getattr on a name the model lacks goes through pydantic's slow
+    # __getattr__ and an AttributeError (a tenth of a packet's narrative time).
+    fields = getattr(resource, "__dict__", {})
     for suffix, formatter in _CHOICE_FORMATTERS:
-        value = getattr(resource, f"{prefix}{suffix}", None)
+        value = fields.get(prefix + suffix)
         if value is not None:
             return formatter(value)
     return ""
