@@ -7,9 +7,12 @@ referral id, date) and the "Page N of M" footer come from the stylesheet's @page
 §5, CSS Generated Content for Paged Media §2 string-set, §4 counter(pages)).
 
 WeasyPrint is imported on first use: it needs Debian's pango (libpango-1.0-0, libpangoft2-1.0-0) and a font,
-and without them only the PDF rendition fails (501), not the service.
+and without them only the PDF rendition fails (501), not the service. Without HarfBuzz's subsetter
+(libharfbuzz-subset0) it embeds whole fonts and warns, on import, that a later version will require it; that
+warning is not an error here.
 """
 
+import warnings
 from urllib.parse import urljoin
 
 from service.errors import ServiceError
@@ -34,7 +37,9 @@ class FetchRefused(ValueError):
 def render_pdf(html: str) -> bytes:
     """A PDF of a rendition page (render_packet_html / render_consult_html with fragment=False)."""
     try:
-        from weasyprint import HTML
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "HarfBuzz-Subset", DeprecationWarning)
+            from weasyprint import HTML
     except OSError as exc:  # pango or its fonts missing: cffi cannot load the library
         raise PdfUnavailable("PDF renditions need pango (Debian: libpango-1.0-0 libpangoft2-1.0-0) and a "
                              "font package") from exc
