@@ -32,8 +32,8 @@ from mappers.ids import IdFactory
 from mappers.narrative import DocumentView, section_narrative, text_narrative, without_invalid_narrative
 from mappers.readiness import ReadinessItem, assess_readiness
 from mappers.record import PatientRecord
-from mappers.references import (iter_references, json_references, reference_key, resource_key,
-                                rewrite_json_references, rewrite_references)
+from mappers.references import (Located, json_reference_paths, reference_key, resource_key, rewrite_json_at,
+                                rewrite_references)
 from mappers.referral import build_service_request, build_task
 from mappers.validation import require_aware
 
@@ -104,17 +104,20 @@ class _Selection:
 
 
 def build_referral_bundle(record: PatientRecord, request: ReferralRequest, *, now: datetime,
-                          new_id: IdFactory, sources: Mapping[int, dict] | None = None) -> Packet:
+                          new_id: IdFactory, sources: Mapping[int, dict] | None = None,
+                          references: Mapping[int, Located] | None = None) -> Packet:
     """Build the referral packet (a document Bundle), its ServiceRequest and draft Task.
 
     sources: the EHR's JSON of the record's resources, by id() of their model; a resource without one goes in as
-    its model's dump.
+    its model's dump. references: where the references in that JSON are (json_reference_paths), by id() of the
+    model, when the caller found them already (the fetch does, while it waits on the network).
     """
     require_aware(now)
     patient_key = _patient_key(record)
     index = _index(record)
     asked = _normalised_exclusions(request.exclude, record.base_url, patient_key)
-    selection = _select(record, index, _with_report_results(asked, index, record), sources or {})
+    member_json = _MemberJson(sources or {}, references or {})
+    selection = _select(record, index, _with_report_results(asked, index, record), member_json)
     identifier = Identifier(system=systems.URN_IETF_RFC_3986, value=f"urn:uuid:{new_id()}")
     composition_id = new_id()
     conditions = next(s.resources for s in selection.sections if s.code == systems.SECTION_PROBLEMS)
@@ -125,7 +128,7 @@ def build_referral_bundle(record: PatientRecord, request: ReferralRequest, *, no
     task = build_task(patient_key, order_url, request, now=now, new_id=new_id)
     urls, mapping = _full_urls(selection.members, new_id)
     rewritten, dropped = _rewrite_all(selection.members, urls, mapping, record.base_url, selection.left_out,
-                                      sources or {})
+                                      member_json)
     entries = {urls[id(m)]: data for m, data in zip(selection.members, rewritten)}
     order = _dump(_packet_service_request(service_request, order_url, mapping))
     entries = _after_first(entries, order_url, order)
@@ -199,7 +202,7 @@ def _with_report_results(asked: list[str], index: dict[str, Resource], record: P
 
 
 def _select(record: PatientRecord, index: dict[str, Resource], left_out: frozenset[str],
-            sources: Mapping[int, dict]) -> _Selection:
+            member_json: "_MemberJson") -> _Selection:
     """Choose the sections' resources, the report results and the supporting resources."""
 
     def kept(resource_type: str) -> list[Resource]:
@@ -221,7 +224,7 @@ def _select(record: PatientRecord, index: dict[str, Resource], left_out: frozens
     ]
     listed = [record.patient, *(r for s in sections for r in s.resources), *results]
     members = _unique(listed)
-    members += _supporting(members, index, left_out, record.base_url, sources)
+    members += _supporting(members, index, left_out, record.base_url, member_json)
     return _Selection(sections, members, left_out)
 
 
@@ -231,13 +234,13 @@ def _result_keys(report: Resource, base_url: str) -> list[str]:
 
 
 def _supporting(members: list[Resource], index: dict[str, Resource], left_out: frozenset[str],
-                base_url: str, sources: Mapping[int, dict]) -> list[Resource]:
+                base_url: str, member_json: "_MemberJson") -> list[Resource]:
     """Practitioners, Organizations, Encounters, Medications… that members point at (transitively)."""
     seen = {resource_key(m) for m in members}
     found: list[Resource] = []
     queue = deque(members)
     while queue:
-        for literal in _literals(queue.popleft(), sources):
+        for literal in member_json.literals(queue.popleft()):
             key = reference_key(literal, base_url)
             if key in index and key not in seen and key not in left_out and key.split("/")[0] in SUPPORTING_TYPES:
                 seen.add(key)
@@ -246,12 +249,33 @@ def _supporting(members: list[Resource], index: dict[str, Resource], left_out: f
     return found
 
 
-def _literals(resource: Resource, sources: Mapping[int, dict]) -> list[str]:
-    """The literal references inside a resource (read from its JSON when there is one: that is faster)."""
-    data = sources.get(id(resource))
-    if data is None:
-        return [ref.reference for ref in iter_references(resource) if ref.reference]
-    return [ref["reference"] for ref in json_references(data) if ref["reference"]]
+class _MemberJson:
+    """Each member's JSON (the EHR's, else its model's dump) and where its references are, each found once."""
+
+    def __init__(self, sources: Mapping[int, dict], references: Mapping[int, Located]) -> None:
+        self._sources, self._references = sources, references
+        self._dumps: dict[int, dict] = {}
+        self._found: dict[int, Located] = {}
+
+    def data(self, resource: Resource) -> dict:
+        data = self._sources.get(id(resource))
+        if data is None:
+            data = self._dumps.get(id(resource))
+            if data is None:
+                data = self._dumps[id(resource)] = _dump(resource)
+        return data
+
+    def located(self, resource: Resource) -> Located:
+        located = self._references.get(id(resource)) if id(resource) in self._sources else None
+        if located is None:
+            located = self._found.get(id(resource))
+            if located is None:
+                located = self._found[id(resource)] = json_reference_paths(self.data(resource))
+        return located
+
+    def literals(self, resource: Resource) -> list[str]:
+        """The literal references inside a resource."""
+        return [ref["reference"] for _, ref in self.located(resource) if ref["reference"]]
 
 
 def _unique(resources: Iterable[Resource]) -> list[Resource]:
@@ -281,7 +305,7 @@ def _full_urls(members: list[Resource], new_id: IdFactory) -> tuple[dict[int, st
 
 
 def _rewrite_all(members: list[Resource], urls: dict[int, str], mapping: dict[str, str], base_url: str,
-                 left_out: frozenset[str], sources: Mapping[int, dict]) -> tuple[list[dict], list[str]]:
+                 left_out: frozenset[str], member_json: _MemberJson) -> tuple[list[dict], list[str]]:
     """Every member's JSON with its references rewritten into the bundle; and the dropped references.
 
     A resource without an id gets its fullUrl's uuid as id; a narrative that breaks txt-1/txt-2 is left out.
@@ -290,9 +314,8 @@ def _rewrite_all(members: list[Resource], urls: dict[int, str], mapping: dict[st
     dropped: dict[str, None] = {}
     targets = frozenset(mapping.values())
     for member in members:
-        data = sources.get(id(member))
-        copy, lost = rewrite_json_references(data if data is not None else _dump(member), mapping,
-                                             base_url=base_url, redact=left_out, targets=targets)
+        copy, lost = rewrite_json_at(member_json.data(member), member_json.located(member), mapping,
+                                     base_url=base_url, redact=left_out, targets=targets)
         if not copy.get("id"):
             copy = {**copy, "id": urls[id(member)].removeprefix("urn:uuid:")}
         rewritten.append(without_invalid_narrative(copy))

@@ -141,6 +141,30 @@ def rewrite_references(
     return copy, dropped
 
 
+Located = list[tuple[tuple[str | int, ...], dict]]  # (path from the resource, Reference object), document order
+
+
+def json_reference_paths(value: object) -> Located:
+    """json_references with the path (keys and list indexes) from value to each, for rewrite_json_at."""
+    found: Located = []
+    stack: list[tuple[tuple[str | int, ...], object]] = [((), value)]
+    pop = stack.pop
+    while stack:
+        path, item = pop()
+        if item.__class__ is dict:
+            if item.get("reference").__class__ is str:
+                found.append((path, item))
+            children = [(path + (k,), v) for k, v in item.items() if v.__class__ is dict or v.__class__ is list]
+        elif item.__class__ is list:
+            children = [(path + (n,), v) for n, v in enumerate(item) if v.__class__ is dict or v.__class__ is list]
+        else:
+            continue
+        if children:
+            children.reverse()
+            stack += children
+    return found
+
+
 def rewrite_json_references(
     data: dict,
     mapping: Mapping[str, str],
@@ -150,50 +174,66 @@ def rewrite_json_references(
     targets: Collection[str] | None = None,
 ) -> tuple[dict, list[str]]:
     """rewrite_references for a resource's JSON: a copy (only the objects on the way to a Reference are new)."""
+    return rewrite_json_at(data, json_reference_paths(data), mapping, base_url=base_url, redact=redact,
+                           targets=targets)
+
+
+def rewrite_json_at(
+    data: dict,
+    located: Located,
+    mapping: Mapping[str, str],
+    *,
+    base_url: str = "",
+    redact: Collection[str] = frozenset(),
+    targets: Collection[str] | None = None,
+) -> tuple[dict, list[str]]:
+    """rewrite_json_references when where its references are is known already (json_reference_paths of data).
+
+    Only the objects and arrays on the paths to the rewritten references are copied. A reference nested in one that
+    was redacted (inside the identifier it lost) goes with it.
+    """
     targets = set(mapping.values()) if targets is None else targets
     dropped: list[str] = []
+    copies: dict[int, dict | list] = {}  # id() of an original container → its copy in the result
+    for path, ref in located:
+        literal = ref["reference"]
+        if not literal or literal in targets or literal.startswith("#"):
+            continue
+        parent = _copied_parent(data, path, copies) if path else None
+        if path and parent is None:
+            continue  # inside a reference already made display-only and redacted
+        new = dict(ref)
+        key = reference_key(literal, base_url)
+        target = mapping.get(literal) or (mapping.get(key) if key else None)
+        if target is not None:
+            new["reference"] = target
+        else:
+            make_json_display_only(new, redacted=key in redact)
+            dropped.append(literal)
+        if parent is not None:
+            parent[path[-1]] = new  # type: ignore[index]
+        copies[id(ref)] = new  # what is nested in it is copied into it
+    return copies.get(id(data), data), dropped  # type: ignore[return-value]
 
-    def rewrite_list(items: list) -> list:
-        """items, or a copy in which the rewritten objects replace theirs."""
-        copy = None
-        for n, item in enumerate(items):
-            if item.__class__ is dict:
-                new = rewrite_object(item)
-            elif item.__class__ is list:
-                new = rewrite_list(item)
-            else:
-                continue
-            if new is not item:
-                copy = list(items) if copy is None else copy
-                copy[n] = new
-        return items if copy is None else copy
 
-    def rewrite_object(value: dict) -> dict:
-        """value, or a copy with its references rewritten (a Reference before those nested in it)."""
-        result = value
-        literal = value.get("reference")
-        if literal.__class__ is str and literal and literal not in targets and not literal.startswith("#"):
-            result = dict(value)
-            key = reference_key(literal, base_url)
-            target = mapping.get(literal) or (mapping.get(key) if key else None)
-            if target is not None:
-                result["reference"] = target
-            else:
-                make_json_display_only(result, redacted=key in redact)
-                dropped.append(literal)
-        for name, item in value.items() if result is value else list(result.items()):  # what a redaction left
-            if item.__class__ is dict:
-                new = rewrite_object(item)
-            elif item.__class__ is list:
-                new = rewrite_list(item)
-            else:
-                continue
-            if new is not item:
-                result = dict(result) if result is value else result
-                result[name] = new
-        return result
-
-    return rewrite_object(data), dropped
+def _copied_parent(data: dict, path: tuple[str | int, ...], copies: dict[int, dict | list]) -> dict | list | None:
+    """The copy of the container holding path's last step (copying what leads there); None when a step is gone."""
+    node = copies.get(id(data))
+    if node is None:
+        node = copies[id(data)] = dict(data)
+    original: dict | list = data
+    for step in path[:-1]:
+        if node.__class__ is dict and step not in node:
+            return None
+        child = original[step]  # type: ignore[index]
+        copy = copies.get(id(child))
+        if copy is None:
+            copy = copies[id(child)] = dict(child) if child.__class__ is dict else list(child)
+            node[step] = copy  # type: ignore[index]
+        node, original = copy, child
+    if node.__class__ is dict and path[-1] not in node:
+        return None
+    return node
 
 
 def make_json_display_only(ref: dict, *, redacted: bool = False) -> None:

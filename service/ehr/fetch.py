@@ -28,7 +28,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -36,7 +36,7 @@ from fhir.resources.R4B.patient import Patient
 from fhir.resources.R4B.resource import Resource
 
 from mappers.record import PatientRecord
-from mappers.references import json_references, json_resource_key, reference_key
+from mappers.references import Located, json_reference_paths, json_resource_key, reference_key
 from service.ehr.client import FhirClient, Fetched, Page, PageHeader, checked
 from service.ehr.everything import (EVERYTHING_COUNT, EVERYTHING_MODES, FALLBACK_STATUSES, advertises_everything,
                                     everything_types, matches_search, select_like_plan, selectable)
@@ -90,10 +90,12 @@ class Refused:
 
 @dataclass(frozen=True)
 class FetchedRecord:
-    """A fetched record and the EHR's JSON of its resources (for pass-through), by id() of their model."""
+    """A fetched record, the EHR's JSON of its resources (for pass-through) and where the references in that JSON
+    are (json_reference_paths, found as each page landed), both by id() of their model."""
 
     record: PatientRecord
     sources: dict[int, dict]
+    references: dict[int, Located] = field(default_factory=dict)
 
 
 def offset_pages(next_url: str, total: int | None, page_matches: int) -> list[str] | None:
@@ -155,6 +157,7 @@ class RecordFetch:
         self._everything_models: dict[int, Resource] = {}  # id() of a page's JSON → the model that validated it
         self.selected: dict[PlannedSearch, tuple[list[Resource], list[dict], list[str]]] = {}  # from $everything
         self.notes: list[str] = []  # warnings of the $everything fast path (its pages' outcomes, a fallback)
+        self.located: dict[int, Located] = {}  # id() of a resource's JSON → where its references are
 
     # -- scheduling ------------------------------------------------------------------------------------
     def read_patient(self, patient_id: str) -> None:
@@ -423,11 +426,13 @@ class RecordFetch:
         """File what arrived and note the referenced resources still to read."""
         base = self.client.base_url
         keys = [k for d in sources if (k := json_resource_key(d))]
-        referenced = [k for d in sources for ref in json_references(d)
+        located = [(d, json_reference_paths(d)) for d in sources]  # kept for the packet's rewriting
+        referenced = [k for _, found in located for _, ref in found
                       if (k := reference_key(ref["reference"], base)) and k.split("/")[0] in REFERENCED_TYPES]
         with self._lock:
             self._have.update(keys)
             self._want(referenced)
+            self.located.update((id(d), found) for d, found in located)
 
     def _want(self, keys: Iterable[str]) -> None:
         """Note "Type/id"s to read by _id, unless they came or were asked for already (the lock is held)."""
@@ -616,7 +621,8 @@ def _assemble(client: FhirClient, patient_id: str, fetch: RecordFetch, searches:
                            base_url=client.base_url, warnings=warnings)
     sources = {id(m): d for m, d in resources}
     sources[id(fetch.patient.model)] = fetch.patient.data
-    return FetchedRecord(record, sources)
+    references = {key: found for key, data in sources.items() if (found := fetch.located.get(id(data))) is not None}
+    return FetchedRecord(record, sources, references)
 
 
 def _unique(resources: Iterable[tuple[Resource, dict]]) -> list[tuple[Resource, dict]]:

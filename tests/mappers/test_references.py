@@ -134,3 +134,29 @@ def test_rewriting_json_matches_rewriting_the_model(redact: frozenset[str]) -> N
     assert json_copy == copy.model_dump(mode="json", exclude_none=True)
     assert sorted(json_dropped) == sorted(dropped)  # in the order the JSON has them
     assert data == model.model_dump(mode="json", exclude_none=True)  # the EHR's JSON is not changed
+
+
+@pytest.mark.parametrize("redact", [frozenset(), frozenset({"Practitioner/dr1"})], ids=["plain", "redacted"])
+def test_a_reference_inside_a_rewritten_reference_follows_it_in_json_as_in_the_model(redact: frozenset[str]) -> None:
+    from mappers.references import json_reference_paths, rewrite_json_at
+
+    asserter = {"reference": "Practitioner/dr1", "display": "Dr One",
+                "identifier": {"value": "x", "assigner": {"reference": "Organization/org1"}}}
+    model = Condition.model_validate({"resourceType": "Condition", "subject": {"reference": "Patient/p1"},
+                                      "asserter": asserter})
+    data = model.model_dump(mode="json", exclude_none=True)
+    mapping = {"Patient/p1": "urn:uuid:p", "Organization/org1": "urn:uuid:o"}
+    copy, dropped = rewrite_references(model, mapping, redact=redact)
+    json_copy, json_dropped = rewrite_json_at(data, json_reference_paths(data), mapping, redact=redact)
+    assert json_copy == copy.model_dump(mode="json", exclude_none=True)
+    assert json_dropped == dropped == ["Practitioner/dr1"]
+    assert ("identifier" in json_copy["asserter"]) == (not redact)  # a left-out item's identifier does not travel
+    assert data == model.model_dump(mode="json", exclude_none=True)
+
+
+def test_a_reference_object_itself_is_rewritten_as_a_copy() -> None:
+    from mappers.references import rewrite_json_references
+
+    ref = {"reference": "Patient/p1", "display": "P"}
+    assert rewrite_json_references(ref, {"Patient/p1": "urn:uuid:p"}) == ({"reference": "urn:uuid:p", "display": "P"}, [])
+    assert ref == {"reference": "Patient/p1", "display": "P"}
