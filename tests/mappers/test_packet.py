@@ -91,6 +91,14 @@ def test_packet_is_a_valid_fhir_document(path: Path, synthea_record: Load, now: 
 
 
 @pytest.mark.parametrize("path", SYNTHEA, ids=SYNTHEA_IDS)
+def test_the_compositions_json_is_its_models_dump(path: Path, synthea_record: Load, now: datetime) -> None:
+    packet = build(synthea_record(path), now)
+    written = packet.document["entry"][0]["resource"]
+    assert written == Composition.model_validate(written).model_dump(mode="json", exclude_none=True)
+    assert sum(len(s.get("entry", [])) for s in written["section"]) == sum(packet.counts.values()) > 0
+
+
+@pytest.mark.parametrize("path", SYNTHEA, ids=SYNTHEA_IDS)
 def test_packet_holds_every_clinical_resource_of_the_record(path: Path, synthea_record: Load, now: datetime) -> None:
     record = synthea_record(path)
     packet = build(record, now)
