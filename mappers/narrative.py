@@ -150,7 +150,8 @@ def resource_rows(resources: list[Resource], resolve: Resolver | None = None) ->
             notes.setdefault(id(statement_keys[key]), []).append(_also_ordered(resource))
             continue
         rows.append((resource, summarise(resource, resolve)))
-    return [dataclasses.replace(row, details=row.details + tuple(notes.get(id(r), []))) for r, row in rows]
+    return [dataclasses.replace(row, details=row.details + tuple(notes[id(r)])) if id(r) in notes else row
+            for r, row in rows]
 
 
 def summarise(resource: Resource, resolve: Resolver | None = None) -> Row:
