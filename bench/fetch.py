@@ -2,12 +2,13 @@
 
 Run as `python bench/fetch.py` (no network beyond 127.0.0.1). Against the sandbox with 50 ms latency and
 20-entry pages it loads the largest corpus Synthea patient and prints, last, one JSON line:
-  wall_s        POST /api/referrals through the running service, request to packet stored
+  wall_s        POST /api/referrals through the running service, request to packet stored (median of --runs)
   floor_s       (1 + ceil(P / C)) * latency: P = pages the one-search-per-type plan needs, C = 4, +1 for /metadata
   sequential_s  the same searches one page at a time, as a simple client does
   requests, resources, model_resources_per_s, and peak RSS for a generated 20,000-resource patient.
   everything_wall_s  wall_s against a hapi-profile sandbox (same latency and page size), which advertises
                      Patient/$everything: the fetch takes it (paged) instead of the per-type searches
+  service_cpu_s  CPU time the service process spent per referral (median), to read wall_s against
 """
 
 import argparse
@@ -102,29 +103,35 @@ def sequential_seconds(ehr: SandboxProcess, patient_id: str) -> float:
     return time.perf_counter() - start
 
 
-def wall_seconds(ehr: SandboxProcess, patient_id: str, tmp: Path, runs: int = 1) -> tuple[float, int, dict]:
+def wall_seconds(ehr: SandboxProcess, patient_id: str, tmp: Path, runs: int = 1) -> tuple[float, int, dict, dict]:
     """POST /api/referrals through the running service (median of runs, after one warm-up referral).
 
-    Each run starts with a cold capability cache, so it reads /metadata as the floor assumes; the warm-up keeps
-    one-off costs of a new process (loading model classes) out of the figure.
+    Each run starts with its capability cache expired, so it reads /metadata as the floor assumes; the warm-up keeps
+    one-off costs of a new process (loading model classes, validating the server's CapabilityStatement) out of the
+    figure. Also returns the spread of the runs and the CPU time this process (the service) spent per referral: on
+    a machine whose speed varies, and with every resource validated under one GIL, that says how much of the wall
+    time is work rather than waiting.
     """
     app = create_app({"FHIR_BASE_URL": ehr.base_url, "DATABASE_URL": f"sqlite:///{tmp / 'bench.sqlite3'}",
                       "LOG_LEVEL": "WARNING"})
     settle_process()  # as `serve`, the worker and wsgi.py do once the app is made
-    walls, counts = [], []
+    walls, counts, cpus = [], [], []
     with ServiceServer(app) as service:
         for _ in range(runs + 1):
             forget_capabilities()
             requests.delete(f"{ehr.root_url}/_sandbox/requests", timeout=5)
+            cpu = time.process_time()
             start = time.perf_counter()
             resp = requests.post(f"{service.url}/api/referrals", json={"patient": patient_id, "question": "Benchmark"},
                                  timeout=600)
             walls.append(time.perf_counter() - start)
+            cpus.append(time.process_time() - cpu)
             resp.raise_for_status()
             counts.append(len(requests.get(f"{ehr.root_url}/_sandbox/requests", timeout=5).json()))
         packet = requests.get(f"{service.url}/api/referrals/{resp.json()['id']}/packet", timeout=60).json()
-    measured = walls[1:] if runs else walls
-    return statistics.median(measured), counts[-1], packet
+    measured, cpu = (walls[1:], cpus[1:]) if runs else (walls, cpus)
+    spread = {"min": min(measured), "max": max(measured), "cpu": statistics.median(cpu)}
+    return statistics.median(measured), counts[-1], packet, spread
 
 
 def model_rate(packet: dict) -> float:
@@ -173,7 +180,7 @@ def rss_child(base_url: str, patient_id: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         ehr = argparse.Namespace(base_url=base_url, root_url=base_url.rsplit("/fhir", 1)[0])
-        wall, _, packet = wall_seconds(ehr, patient_id, Path(tmp), runs=0)
+        wall, _, packet, _ = wall_seconds(ehr, patient_id, Path(tmp), runs=0)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"resources": len(packet["entry"]), "peak_rss_mb": round(peak, 1),
                       "rss_before_mb": round(baseline, 1), "wall_s": round(wall, 2)}))
@@ -193,6 +200,7 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=int, default=50)
     parser.add_argument("--page-size", type=int, default=20)
     parser.add_argument("--rss-resources", type=int, default=20_000)
+    parser.add_argument("--runs", type=int, default=7, help="measured referrals (after a warm-up); the median counts")
     parser.add_argument("--rss-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
@@ -204,17 +212,18 @@ def main() -> None:
         patient_id = load(ehr, path.read_bytes())
         pages = plan_pages(ehr, patient_id, args.page_size)
         floor = (1 + math.ceil(pages / MAX_CONCURRENCY)) * args.latency_ms / 1000
-        wall, count, packet = wall_seconds(ehr, patient_id, Path(tmp), runs=3)
+        wall, count, packet, spread = wall_seconds(ehr, patient_id, Path(tmp), runs=args.runs)
         sequential = sequential_seconds(ehr, patient_id)
     with SandboxProcess("--profile", "hapi", "--latency-ms", str(args.latency_ms), "--page-size", str(args.page_size),
                         "--max-page-size", str(args.page_size)) as hapi, tempfile.TemporaryDirectory() as tmp:
-        everything_wall, everything_count, everything_packet = wall_seconds(hapi, load(hapi, path.read_bytes()),
-                                                                            Path(tmp), runs=3)
+        everything_wall, everything_count, everything_packet, _ = wall_seconds(hapi, load(hapi, path.read_bytes()),
+                                                                               Path(tmp), runs=3)
     rate = model_rate(packet)
     print(f"patient: {path.name.split('_')[1]} ({len(packet['entry'])} packet entries), plan pages P={pages}, "
           f"C={MAX_CONCURRENCY}, latency {args.latency_ms} ms, page size {args.page_size}")
-    print(f"wall {wall:.3f} s = {wall / floor:.2f} x floor {floor:.3f} s; sequential {sequential:.3f} s = "
-          f"{sequential / wall:.2f} x wall; {count} requests")
+    print(f"wall {wall:.3f} s = {wall / floor:.2f} x floor {floor:.3f} s (median of {args.runs}; "
+          f"{spread['min']:.3f}-{spread['max']:.3f} s); sequential {sequential:.3f} s = {sequential / wall:.2f} x "
+          f"wall; {count} requests; service CPU {spread['cpu']:.3f} s per referral")
     print(f"by Patient/$everything (hapi profile): wall {everything_wall:.3f} s, {everything_count} requests, "
           f"{len(everything_packet['entry'])} packet entries")
     rss = rss_run(args.rss_resources)
@@ -223,7 +232,8 @@ def main() -> None:
     print(json.dumps({"wall_s": round(wall, 3), "floor_s": round(floor, 3), "sequential_s": round(sequential, 3),
                       "requests": count, "resources": len(packet["entry"]),
                       "model_resources_per_s": round(rate), "rss_resources": rss["resources"],
-                      "peak_rss_mb": rss["peak_rss_mb"], "everything_wall_s": round(everything_wall, 3)}))
+                      "peak_rss_mb": rss["peak_rss_mb"], "everything_wall_s": round(everything_wall, 3),
+                      "service_cpu_s": round(spread["cpu"], 3)}))
 
 
 if __name__ == "__main__":
