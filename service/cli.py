@@ -110,15 +110,20 @@ def check(fhir_url: str, token: str | None, timeout: float) -> None:
 @click.option("--timeout", default=30.0, show_default=True, type=float)
 def packet(fhir_url: str, patient_id: str, question: str, since: str | None, output: str | None,
            token: str | None, timeout: float) -> None:
-    """Build a second-opinion packet straight from a FHIR server (no database, nothing written to the server)."""
+    """Build a second-opinion packet straight from a FHIR server (no database, nothing written to the server).
+
+    The packet is the one the service would draft: the EHR's resources as it sent them (decimals exact), checked
+    as a FHIR document, written as compact JSON.
+    """
     import uuid
     from datetime import UTC, date, datetime
 
     from mappers.ids import random_ids
     from mappers.packet import ReferralRequest, build_referral_bundle
     from mappers.selection import history_before
+    from mappers.validation import check_document_json
     from service.ehr.client import FhirClient, build_session
-    from service.ehr.fetch import fetch_patient_record
+    from service.ehr.fetch import fetch_patient
     from service.errors import ServiceError
 
     try:
@@ -128,22 +133,26 @@ def packet(fhir_url: str, patient_id: str, question: str, since: str | None, out
     client = FhirClient(fhir_url, build_session(), timeout=timeout, auth_header=f"Bearer {token}" if token else None)
     progress = FetchProgress(sys.stderr.isatty())
     try:
-        record = fetch_patient_record(client, patient_id, progress=progress.update)
+        fetched = fetch_patient(client, patient_id, progress=progress.update)
     except ServiceError as exc:
         progress.done()
         raise click.ClickException(exc.diagnostics) from exc
     progress.done()
+    record = fetched.record
     exclude = history_before(record, since_date) if since_date else []
     built = build_referral_bundle(record, ReferralRequest(str(uuid.uuid4()), question, exclude=exclude),
-                                  now=datetime.now(UTC), new_id=random_ids())
-    document = built.bundle.model_dump_json(exclude_none=True, indent=2)
+                                  now=datetime.now(UTC), new_id=random_ids(), sources=fetched.sources,
+                                  references=fetched.references)
+    problems = check_document_json(built.document)
+    if problems:
+        raise click.ClickException(f"the packet failed the document checks: {problems[0]}")
     if output:
         with open(output, "w", encoding="utf-8") as handle:
-            handle.write(document)
+            handle.write(built.json)
     else:
-        click.echo(document)
+        click.echo(built.json)
     counts = ", ".join(f"{code}: {n}" for code, n in built.counts.items())
-    click.echo(f"packet {built.bundle.identifier.value}: {len(built.bundle.entry)} entries ({counts}); "
+    click.echo(f"packet {built.identifier}: {len(built.document['entry'])} entries ({counts}); "
                f"{client.request_count} requests", err=True)
     for item in built.readiness:
         if item.status != "ok":

@@ -120,6 +120,25 @@ def test_packet_command_writes_a_valid_document(tmp_path: Path, ehr) -> None:  #
     assert "readiness: missing: No current treatment plan" in result.stderr
 
 
+def test_packet_command_writes_the_ehrs_json_as_the_service_does(tmp_path: Path) -> None:
+    from fixtures.sandbox import SandboxServer
+
+    body = ('{"resourceType":"Bundle","type":"transaction","entry":['
+            '{"resource":{"resourceType":"Patient","id":"cli-dec"},"request":{"method":"PUT","url":"Patient/cli-dec"}},'
+            '{"resource":{"resourceType":"MedicationRequest","status":"active","intent":"order",'
+            '"subject":{"reference":"Patient/cli-dec"},"medicationCodeableConcept":{"text":"Drug"},'
+            '"dosageInstruction":[{"doseAndRate":[{"doseQuantity":{"value":2.50,"unit":"mg"}}]}]},'
+            '"request":{"method":"POST","url":"MedicationRequest"}}]}')
+    with SandboxServer(load_fixtures=False) as ehr:
+        loaded = requests.post(ehr.base_url, data=body, headers={"Content-Type": "application/fhir+json"}, timeout=10)
+        assert loaded.status_code == 200, loaded.text[:300]
+        out = tmp_path / "packet.json"
+        result = subprocess.run([*CLI, "packet", "--fhir", ehr.base_url, "--patient", "cli-dec", "-o", str(out)],
+                                cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert '"doseQuantity":{"value":2.50,"unit":"mg"}' in out.read_text("utf-8")  # not the model's 2.5
+
+
 def test_packet_command_for_an_unknown_patient_exits_1(tmp_path: Path, ehr) -> None:  # noqa: ANN001
     result = subprocess.run([*CLI, "packet", "--fhir", ehr.base_url, "--patient", "nobody"], cwd=tmp_path,
                             env=clean_env(), capture_output=True, text=True, timeout=120)

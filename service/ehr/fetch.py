@@ -586,13 +586,6 @@ def _incomplete(page: Page, count: int) -> str | None:
     return None
 
 
-def fetch_patient_record(client: FhirClient, patient_id: str, *, progress: Progress | None = None,
-                         concurrency: int = MAX_CONCURRENCY, everything: str | None = None) -> PatientRecord:
-    """Read the patient and run every planned search to the end, then resolve what they reference."""
-    return fetch_patient(client, patient_id, progress=progress, concurrency=concurrency,
-                         everything=everything).record
-
-
 def _assemble(client: FhirClient, patient_id: str, fetch: RecordFetch, searches: list[PlannedSearch]) -> FetchedRecord:
     """The record in a stable order: the searches' resources (plan, page and entry order), then what they reference."""
     if fetch.patient is None:
