@@ -69,7 +69,7 @@ def json_references(value: object) -> list[dict]:
 
 def reference_key(ref: str | None, base_url: str = "") -> str | None:
     """Normalise a literal reference to "Type/id"; None for #contained, urn:, foreign or odd references."""
-    if not ref or ref.startswith("#") or ref.startswith("urn:"):
+    if not ref or ref.startswith(("#", "urn:")):
         return None
     if "://" in ref:
         base = base_url.rstrip("/")
@@ -77,7 +77,9 @@ def reference_key(ref: str | None, base_url: str = "") -> str | None:
             return None
         ref = ref[len(base) + 1:]
     match = _RELATIVE.match(ref)
-    return f"{match.group(1)}/{match.group(2)}" if match else None
+    if match is None:
+        return None
+    return ref if match.end(2) == len(ref) else f"{match.group(1)}/{match.group(2)}"  # without its _history part
 
 
 def rest_base(url: str | None) -> str:
