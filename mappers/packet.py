@@ -32,7 +32,7 @@ from mappers.ids import IdFactory
 from mappers.narrative import DocumentView, section_narrative, text_narrative, without_invalid_narrative
 from mappers.readiness import ReadinessItem, assess_readiness
 from mappers.record import PatientRecord
-from mappers.references import (Located, json_reference_paths, reference_key, resource_key, rewrite_json_at,
+from mappers.references import (Located, json_reference_paths, reference_key, resource_key, rewrite_json_references,
                                 rewrite_references)
 from mappers.referral import build_service_request, build_task
 from mappers.validation import require_aware
@@ -326,8 +326,8 @@ def _rewrite_all(members: list[Resource], urls: dict[int, str], mapping: dict[st
     dropped: dict[str, None] = {}
     targets = frozenset(mapping.values())
     for member in members:
-        copy, lost = rewrite_json_at(member_json.data(member), member_json.located(member), mapping,
-                                     base_url=base_url, redact=left_out, targets=targets)
+        copy, lost = rewrite_json_references(member_json.data(member), mapping, located=member_json.located(member),
+                                             base_url=base_url, redact=left_out, targets=targets)
         if not copy.get("id"):
             copy = {**copy, "id": urls[id(member)].removeprefix("urn:uuid:")}
         rewritten.append(without_invalid_narrative(copy))

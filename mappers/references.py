@@ -45,8 +45,9 @@ _PRIMITIVES = (str, bool, int, float, bytes, Decimal, date, datetime, time)
 def json_references(value: object) -> list[dict]:
     """Every Reference object inside a resource's JSON, in document order.
 
-    A walk without recursion, as parsed JSON holds it (plain dicts and lists; exact class checks are the fast ones):
-    it runs for every resource fetched, packed and checked.
+    A walk without recursion, as parsed JSON holds it (plain dicts and lists; exact class checks are the fast ones).
+    json_reference_paths is the same walk keeping each path; this one, without them, is about twice as fast, and the
+    document check runs it on every entry of a packet while its caller waits.
     """
     found: list[dict] = []
     stack = [value]
@@ -133,8 +134,7 @@ def rewrite_references(
         literal = ref.reference
         if not literal or literal in targets:
             continue
-        key = reference_key(literal, base_url)
-        target = mapping.get(literal) or (mapping.get(key) if key else None)
+        target, key = _lookup(literal, mapping, base_url)
         if target is not None:
             ref.reference = target
         elif not literal.startswith("#"):
@@ -147,7 +147,7 @@ Located = list[tuple[tuple[str | int, ...], dict]]  # (path from the resource, R
 
 
 def json_reference_paths(value: object) -> Located:
-    """json_references with the path (keys and list indexes) from value to each, for rewrite_json_at."""
+    """json_references with the path (keys and list indexes) from value to each (for rewrite_json_references)."""
     found: Located = []
     stack: list[tuple[tuple[str | int, ...], object]] = [((), value)]
     pop = stack.pop
@@ -171,33 +171,20 @@ def rewrite_json_references(
     data: dict,
     mapping: Mapping[str, str],
     *,
+    located: Located | None = None,
     base_url: str = "",
     redact: Collection[str] = frozenset(),
     targets: Collection[str] | None = None,
 ) -> tuple[dict, list[str]]:
-    """rewrite_references for a resource's JSON: a copy (only the objects on the way to a Reference are new)."""
-    return rewrite_json_at(data, json_reference_paths(data), mapping, base_url=base_url, redact=redact,
-                           targets=targets)
+    """rewrite_references for a resource's JSON: a copy in which only the objects and arrays on the paths to the
+    rewritten references are new. located: where data's references are (json_reference_paths), when known already.
 
-
-def rewrite_json_at(
-    data: dict,
-    located: Located,
-    mapping: Mapping[str, str],
-    *,
-    base_url: str = "",
-    redact: Collection[str] = frozenset(),
-    targets: Collection[str] | None = None,
-) -> tuple[dict, list[str]]:
-    """rewrite_json_references when where its references are is known already (json_reference_paths of data).
-
-    Only the objects and arrays on the paths to the rewritten references are copied. A reference nested in one that
-    was redacted (inside the identifier it lost) goes with it.
+    A reference nested in one that was redacted (inside the identifier it lost) goes with it.
     """
     targets = set(mapping.values()) if targets is None else targets
     dropped: list[str] = []
     copies: dict[int, dict | list] = {}  # id() of an original container → its copy in the result
-    for path, ref in located:
+    for path, ref in json_reference_paths(data) if located is None else located:
         literal = ref["reference"]
         if not literal or literal in targets or literal.startswith("#"):
             continue
@@ -205,8 +192,7 @@ def rewrite_json_at(
         if path and parent is None:
             continue  # inside a reference already made display-only and redacted
         new = dict(ref)
-        key = reference_key(literal, base_url)
-        target = mapping.get(literal) or (mapping.get(key) if key else None)
+        target, key = _lookup(literal, mapping, base_url)
         if target is not None:
             new["reference"] = target
         else:
@@ -216,6 +202,12 @@ def rewrite_json_at(
             parent[path[-1]] = new  # type: ignore[index]
         copies[id(ref)] = new  # what is nested in it is copied into it
     return copies.get(id(data), data), dropped  # type: ignore[return-value]
+
+
+def _lookup(literal: str, mapping: Mapping[str, str], base_url: str) -> tuple[str | None, str | None]:
+    """What mapping rewrites a literal reference to (looked up as written, then as its "Type/id"), and that key."""
+    key = reference_key(literal, base_url)
+    return mapping.get(literal) or (mapping.get(key) if key else None), key
 
 
 def _copied_parent(data: dict, path: tuple[str | int, ...], copies: dict[int, dict | list]) -> dict | list | None:

@@ -138,7 +138,7 @@ def test_rewriting_json_matches_rewriting_the_model(redact: frozenset[str]) -> N
 
 @pytest.mark.parametrize("redact", [frozenset(), frozenset({"Practitioner/dr1"})], ids=["plain", "redacted"])
 def test_a_reference_inside_a_rewritten_reference_follows_it_in_json_as_in_the_model(redact: frozenset[str]) -> None:
-    from mappers.references import json_reference_paths, rewrite_json_at
+    from mappers.references import json_reference_paths, rewrite_json_references
 
     asserter = {"reference": "Practitioner/dr1", "display": "Dr One",
                 "identifier": {"value": "x", "assigner": {"reference": "Organization/org1"}}}
@@ -147,7 +147,7 @@ def test_a_reference_inside_a_rewritten_reference_follows_it_in_json_as_in_the_m
     data = model.model_dump(mode="json", exclude_none=True)
     mapping = {"Patient/p1": "urn:uuid:p", "Organization/org1": "urn:uuid:o"}
     copy, dropped = rewrite_references(model, mapping, redact=redact)
-    json_copy, json_dropped = rewrite_json_at(data, json_reference_paths(data), mapping, redact=redact)
+    json_copy, json_dropped = rewrite_json_references(data, mapping, located=json_reference_paths(data), redact=redact)
     assert json_copy == copy.model_dump(mode="json", exclude_none=True)
     assert json_dropped == dropped == ["Practitioner/dr1"]
     assert ("identifier" in json_copy["asserter"]) == (not redact)  # a left-out item's identifier does not travel
@@ -158,5 +158,6 @@ def test_a_reference_object_itself_is_rewritten_as_a_copy() -> None:
     from mappers.references import rewrite_json_references
 
     ref = {"reference": "Patient/p1", "display": "P"}
-    assert rewrite_json_references(ref, {"Patient/p1": "urn:uuid:p"}) == ({"reference": "urn:uuid:p", "display": "P"}, [])
+    copy, dropped = rewrite_json_references(ref, {"Patient/p1": "urn:uuid:p"})
+    assert copy == {"reference": "urn:uuid:p", "display": "P"} and dropped == []
     assert ref == {"reference": "Patient/p1", "display": "P"}
