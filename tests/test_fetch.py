@@ -187,3 +187,65 @@ def test_the_packet_keeps_the_ehrs_decimals_and_instants_byte_for_byte(make_app)
     assert any(w.startswith("skipped Condition/broken: Condition from the EHR is not valid R4")
                for w in resp.get_json()["warnings"])
     assert '"Broken"' not in text
+
+
+def _searched(log: list[dict]) -> list[str]:
+    return [r["path"] for r in log if r["path"] not in ("/fhir/metadata",) and not r["path"].startswith("/fhir/Patient")]
+
+
+def test_while_an_expired_statement_is_read_again_its_plan_takes_the_free_request_slots(ehr) -> None:  # noqa: ANN001
+    import threading
+    import time
+
+    from service.ehr.client import FhirClient, build_session, forget_capabilities
+    from service.ehr.fetch import fetch_patient
+
+    client = FhirClient(ehr.base_url, build_session(), timeout=10)
+    cold = fetch_patient(client, PROSTATE, everything="never")
+    forget_capabilities(ehr.base_url)
+    requests.delete(f"{ehr.root_url}/_sandbox/requests", timeout=5)
+    requests.post(f"{ehr.root_url}/_sandbox/faults", json={"mode": "hang", "delay_s": 1.5, "count": 1,
+                                                           "path_contains": "/metadata"}, timeout=5)
+    try:
+        result: list = []
+        worker = threading.Thread(target=lambda: result.append(fetch_patient(client, PROSTATE, everything="never")))
+        worker.start()
+        time.sleep(0.7)  # /metadata is still held by the sandbox
+        during = requests.get(f"{ehr.root_url}/_sandbox/requests", timeout=5).json()
+        worker.join(30)
+    finally:
+        requests.delete(f"{ehr.root_url}/_sandbox/faults", timeout=5)
+    log = requests.get(f"{ehr.root_url}/_sandbox/requests", timeout=5).json()
+    assert [r["status"] for r in during if r["path"] == "/fhir/metadata"] == [None]
+    assert len(_searched(during)) >= 2  # the first searches went out with it
+    assert [r["path"] for r in log].count("/fhir/metadata") == 1
+    assert sorted(_searched(log)) == sorted(set(_searched(log)))  # the statement was the same: nothing asked twice
+    keys = {f"{m.get_resource_type()}/{m.id}" for m in cold.record.resources}
+    assert {f"{m.get_resource_type()}/{m.id}" for m in result[0].record.resources} == keys
+
+
+def test_a_statement_that_changed_meanwhile_starts_the_fetch_again_with_its_plan(ehr) -> None:  # noqa: ANN001
+    from dataclasses import replace
+
+    from service.ehr import client as client_module
+    from service.ehr.client import FhirClient, build_session, forget_capabilities
+    from service.ehr.fetch import fetch_patient
+
+    client = FhirClient(ehr.base_url, build_session(), timeout=10)
+    cold = fetch_patient(client, PROSTATE, everything="never")
+    cached = client_module._capabilities[ehr.base_url]
+    # What the server said before: no MedicationStatement (as Epic); it says otherwise now.
+    before = cached.statement.model_copy(deep=True)
+    before.rest[0].resource = [r for r in before.rest[0].resource if r.type != "MedicationStatement"]
+    client_module._capabilities[ehr.base_url] = replace(cached, statement=before, digest=b"an older body")
+    forget_capabilities(ehr.base_url)
+    requests.delete(f"{ehr.root_url}/_sandbox/requests", timeout=5)
+    again = fetch_patient(client, PROSTATE, everything="never")
+    log = requests.get(f"{ehr.root_url}/_sandbox/requests", timeout=5).json()
+    assert "/fhir/MedicationStatement" in _searched(log)  # the new plan's
+    statements = [m for m in again.record.resources if m.get_resource_type() == "MedicationStatement"]
+    assert statements and len(statements) == len([m for m in cold.record.resources
+                                                   if m.get_resource_type() == "MedicationStatement"])
+    assert [f"{m.get_resource_type()}/{m.id}" for m in again.record.resources] == \
+        [f"{m.get_resource_type()}/{m.id}" for m in cold.record.resources]
+    assert client_module._capabilities[ehr.base_url].statement is not before

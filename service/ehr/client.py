@@ -117,6 +117,10 @@ class _CachedCapability:
 _capabilities: dict[str, _CachedCapability] = {}
 _capabilities_lock = threading.Lock()
 
+
+def _fresh(cached: _CachedCapability) -> bool:
+    return time.monotonic() - cached.read_at < CAPABILITY_TTL_S
+
 DEFAULT_SERVER_CONCURRENCY = 4
 _server_slots: dict[str, threading.BoundedSemaphore] = {}
 _server_slots_lock = threading.Lock()
@@ -158,7 +162,7 @@ class FhirClient:
         """
         with _capabilities_lock:
             cached = _capabilities.get(self.base_url)
-        if cached is not None and time.monotonic() - cached.read_at < CAPABILITY_TTL_S:
+        if cached is not None and _fresh(cached):
             return cached.statement
         resp = self._send("GET", self._url("metadata"))
         digest = hashlib.sha256(resp.content).digest()
@@ -173,6 +177,13 @@ class FhirClient:
         with _capabilities_lock:
             _capabilities[self.base_url] = _CachedCapability(statement, digest, time.monotonic())
         return statement
+
+    def expired_capabilities(self) -> CapabilityStatement | None:
+        """The statement read from this server before, when its cache has expired (None when fresh or never read):
+        what to plan with while /metadata is read again, as long as the new body proves to be the same."""
+        with _capabilities_lock:
+            cached = _capabilities.get(self.base_url)
+        return cached.statement if cached is not None and not _fresh(cached) else None
 
     # -- reads -------------------------------------------------------------------------------------
     def read(self, resource_type: str, resource_id: str) -> Resource:

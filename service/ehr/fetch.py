@@ -1,7 +1,10 @@
 """Pull everything a consultant needs for one patient from the EHR, concurrently and within budgets.
 
 The Patient read goes out with /metadata; then every search in the plan starts at once (bounded by the
-per-server request cap). When a first page states its `total` and its next link carries a recognisable offset
+per-server request cap). When the server's statement was read before and its cache has expired, /metadata goes
+out first and the plan of the statement read before fills the request slots it leaves free; when the new body is
+the same (client.capabilities keeps the validated statement), those searches are the plan, else the fetch starts
+again with the new statement's plan. When a first page states its `total` and its next link carries a recognisable offset
 parameter, the remaining pages are requested in parallel; otherwise next links are followed one after another, as
 the server hands them out (an opaque cursor cannot be split: the next page's address exists only once the previous
 page is read).
@@ -32,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhir.resources.R4B.patient import Patient
 from fhir.resources.R4B.resource import Resource
 
@@ -120,7 +124,7 @@ def offset_pages(next_url: str, total: int | None, page_matches: int) -> list[st
 
 # Request order (lower first): first pages, which tell how much is left, then the pages after them, then the
 # reads of what was referenced or attached, which fill the slots the searches leave free.
-FIRST, LATER, SUPPORTING = 0, 1, 2
+METADATA, FIRST, LATER, SUPPORTING = -1, 0, 1, 2
 
 
 class RecordFetch:
@@ -142,6 +146,7 @@ class RecordFetch:
         self._done = threading.Event()
         self._done.set()
         self._error: BaseException | None = None
+        self._abandoned = False
         self.pages: dict[PlannedSearch, dict[int, Page]] = {}
         self._known: dict[PlannedSearch, int | None] = {}
         self._open: list[PlannedSearch] = []  # searches with pages still to come
@@ -181,14 +186,48 @@ class RecordFetch:
 
     def wait(self) -> None:
         self._done.wait()
-        if self._error is not None:
+        if self._error is not None and not self._abandoned:
             raise self._error
+
+    def read_capabilities(self) -> Callable[[], CapabilityStatement]:
+        """Read /metadata ahead of everything queued so far; returns a function that waits for the statement (it
+        raises what the read raised)."""
+        done = threading.Event()
+        outcome: list[Any] = []
+
+        def network() -> CapabilityStatement:
+            try:
+                outcome.append(self.client.capabilities())
+            except BaseException as exc:
+                outcome.append(exc)
+                raise
+            finally:
+                done.set()
+            return outcome[0]
+
+        def statement() -> CapabilityStatement:
+            done.wait()
+            if isinstance(outcome[0], BaseException):
+                raise outcome[0]
+            return outcome[0]
+
+        self._submit(METADATA, network, lambda _: None)
+        return statement
+
+    def abandon(self) -> None:
+        """Drop what has not started and whatever lands from here on (wait() then returns once nothing is left)."""
+        with self._lock:
+            self._abandoned = True
+            self._pending -= len(self._queue)
+            self._queue.clear()
+            if self._pending == 0:
+                self._done.set()
 
     def _submit(self, priority: int, network: Callable[[], T], landed: Callable[[T], None], *, weight: int = 0) -> None:
         """Queue a request: by priority, then the heaviest first (weight: the entries its search's pages carry, so
         the pages that take longest to validate land early and the last round's are light), then in order."""
         with self._lock:
-            if self._error is not None:
+            if self._error is not None or self._abandoned:
                 return
             self._pending += 1
             self._done.clear()
@@ -212,6 +251,8 @@ class RecordFetch:
                 with self._lock:
                     self._in_network -= 1
                 self._dispatch()
+            if self._abandoned:
+                return
             landed(result)
             self._queue_batches()
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
@@ -547,22 +588,46 @@ def fetch_patient(client: FhirClient, patient_id: str, *, progress: Progress | N
     mode = everything or _configured_everything()
     # Twice the threads of the requests in flight: a thread validating the page it fetched holds no request slot.
     with ThreadPoolExecutor(max_workers=2 * concurrency, thread_name_prefix="fetch") as pool:
+        known = client.expired_capabilities()
+        if known is not None:
+            # Stale while revalidating: /metadata is read again first, and the searches the statement read before
+            # plans take the request slots it leaves free; when the new body is the same, they are the plan.
+            fetch = RecordFetch(client, pool, concurrency=concurrency, progress=progress)
+            statement = fetch.read_capabilities()
+            fetch.read_patient(patient_id)
+            searches = _start_plan(fetch, patient_id, known, mode)
+            try:
+                current = statement()
+            except BaseException:
+                fetch.abandon()
+                fetch.wait()
+                raise
+            if current is known:
+                fetch.wait()
+                return _assemble(client, patient_id, fetch, searches)
+            log.info("the server's CapabilityStatement changed: the fetch starts again with its new plan")
+            fetch.abandon()
+            fetch.wait()
         fetch = RecordFetch(client, pool, concurrency=concurrency, progress=progress)
         fetch.read_patient(patient_id)  # needs no capability: it goes out with /metadata
         try:
-            capability = client.capabilities()
-            searches = plan_searches(patient_id, capability)
-            covered = [s for s in searches if selectable(s)] if mode == "auto" and advertises_everything(
-                capability) else []
-            for search in searches:
-                if search not in covered:
-                    fetch.start(search)
-            if covered:
-                params = {"_type": ",".join(everything_types(covered)), "_count": str(EVERYTHING_COUNT)}
-                fetch.start_everything(EverythingCall("Patient/$everything", params, patient_id, tuple(covered)))
+            searches = _start_plan(fetch, patient_id, client.capabilities(), mode)
         finally:
             fetch.wait()
     return _assemble(client, patient_id, fetch, searches)
+
+
+def _start_plan(fetch: RecordFetch, patient_id: str, capability: CapabilityStatement, mode: str) -> list[PlannedSearch]:
+    """Start the planned searches (those $everything covers through it, where it is advertised and wanted)."""
+    searches = plan_searches(patient_id, capability)
+    covered = [s for s in searches if selectable(s)] if mode == "auto" and advertises_everything(capability) else []
+    for search in searches:
+        if search not in covered:
+            fetch.start(search)
+    if covered:
+        params = {"_type": ",".join(everything_types(covered)), "_count": str(EVERYTHING_COUNT)}
+        fetch.start_everything(EverythingCall("Patient/$everything", params, patient_id, tuple(covered)))
+    return searches
 
 
 def _configured_everything() -> str:
