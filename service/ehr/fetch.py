@@ -1,13 +1,12 @@
 """Pull everything a consultant needs for one patient from the EHR, concurrently and within budgets.
 
 The Patient read goes out with /metadata; then every search in the plan starts at once (bounded by the
-per-server request cap). When the server's statement was read before and its cache has expired, /metadata goes
-out first and the plan of the statement read before fills the request slots it leaves free; when the new body is
-the same (client.capabilities keeps the validated statement), those searches are the plan, else the fetch starts
-again with the new statement's plan. When a first page states its `total` and its next link carries a recognisable offset
-parameter, the remaining pages are requested in parallel; otherwise next links are followed one after another, as
-the server hands them out (an opaque cursor cannot be split: the next page's address exists only once the previous
-page is read).
+per-server request cap). When the server's statement was read before and its cache has expired, the plan of that
+statement fills the request slots /metadata leaves free; when the new body is the same (client.capabilities keeps
+the validated statement), those searches are the plan, else the fetch starts again with the new statement's plan.
+When a first page states its `total` and its next link carries a recognisable offset parameter, the remaining
+pages are requested in parallel; otherwise next links are followed one after another, as the server hands them out
+(an opaque cursor cannot be split: the next page's address exists only once the previous page is read).
 
 Each page is validated (every resource through its R4B model) by the thread that fetched it, while the other
 requests wait on the network, and what it references is noted at once. Practitioners, organisations, medications...
@@ -30,7 +29,7 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -189,27 +188,16 @@ class RecordFetch:
         if self._error is not None and not self._abandoned:
             raise self._error
 
-    def read_capabilities(self) -> Callable[[], CapabilityStatement]:
-        """Read /metadata ahead of everything queued so far; returns a function that waits for the statement (it
-        raises what the read raised)."""
-        done = threading.Event()
-        outcome: list[Any] = []
+    def read_capabilities(self) -> Future:
+        """Read /metadata ahead of everything queued so far: a Future of the statement (or of what the read raised)."""
+        statement: Future = Future()
 
-        def network() -> CapabilityStatement:
+        def network() -> None:
             try:
-                outcome.append(self.client.capabilities())
+                statement.set_result(self.client.capabilities())
             except BaseException as exc:
-                outcome.append(exc)
+                statement.set_exception(exc)
                 raise
-            finally:
-                done.set()
-            return outcome[0]
-
-        def statement() -> CapabilityStatement:
-            done.wait()
-            if isinstance(outcome[0], BaseException):
-                raise outcome[0]
-            return outcome[0]
 
         self._submit(METADATA, network, lambda _: None)
         return statement
@@ -588,36 +576,36 @@ def fetch_patient(client: FhirClient, patient_id: str, *, progress: Progress | N
     mode = everything or _configured_everything()
     # Twice the threads of the requests in flight: a thread validating the page it fetched holds no request slot.
     with ThreadPoolExecutor(max_workers=2 * concurrency, thread_name_prefix="fetch") as pool:
+        # Stale while revalidating: when the statement read before has expired, /metadata is read again first and
+        # that statement's searches take the request slots it leaves free; an unchanged body keeps them.
         known = client.expired_capabilities()
-        if known is not None:
-            # Stale while revalidating: /metadata is read again first, and the searches the statement read before
-            # plans take the request slots it leaves free; when the new body is the same, they are the plan.
-            fetch = RecordFetch(client, pool, concurrency=concurrency, progress=progress)
-            statement = fetch.read_capabilities()
-            fetch.read_patient(patient_id)
-            searches = _start_plan(fetch, patient_id, known, mode)
-            try:
-                current = statement()
-            except BaseException:
-                fetch.abandon()
-                fetch.wait()
-                raise
-            if current is known:
-                fetch.wait()
-                return _assemble(client, patient_id, fetch, searches)
+        fetch = RecordFetch(client, pool, concurrency=concurrency, progress=progress)
+        statement = fetch.read_capabilities()
+        fetch.read_patient(patient_id)  # needs no capability: it goes out with /metadata
+        searches = _start_plan(fetch, patient_id, known, mode) if known is not None else None
+        try:
+            current = statement.result()
+        except BaseException:
+            fetch.abandon()
+            fetch.wait()
+            raise
+        if searches is not None and current is not known:
             log.info("the server's CapabilityStatement changed: the fetch starts again with its new plan")
             fetch.abandon()
             fetch.wait()
-        fetch = RecordFetch(client, pool, concurrency=concurrency, progress=progress)
-        fetch.read_patient(patient_id)  # needs no capability: it goes out with /metadata
+            fetch = RecordFetch(client, pool, concurrency=concurrency, progress=progress)
+            fetch.read_patient(patient_id)
+            searches = None
         try:
-            searches = _start_plan(fetch, patient_id, client.capabilities(), mode)
+            if searches is None:
+                searches = _start_plan(fetch, patient_id, current, mode)
         finally:
             fetch.wait()
     return _assemble(client, patient_id, fetch, searches)
 
 
-def _start_plan(fetch: RecordFetch, patient_id: str, capability: CapabilityStatement, mode: str) -> list[PlannedSearch]:
+def _start_plan(fetch: RecordFetch, patient_id: str, capability: CapabilityStatement,
+                mode: str) -> list[PlannedSearch]:
     """Start the planned searches (those $everything covers through it, where it is advertised and wanted)."""
     searches = plan_searches(patient_id, capability)
     covered = [s for s in searches if selectable(s)] if mode == "auto" and advertises_everything(capability) else []
