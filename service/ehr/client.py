@@ -121,6 +121,7 @@ _capabilities_lock = threading.Lock()
 def _fresh(cached: _CachedCapability) -> bool:
     return time.monotonic() - cached.read_at < CAPABILITY_TTL_S
 
+
 DEFAULT_SERVER_CONCURRENCY = 4
 _server_slots: dict[str, threading.BoundedSemaphore] = {}
 _server_slots_lock = threading.Lock()
@@ -233,9 +234,10 @@ class FhirClient:
         total = data.get("total") if isinstance(data.get("total"), int) else None
         return PageHeader(self._next_link(data), total, matches, len(entries))
 
-    def page_of(self, data: dict, *, keep_json: bool = False) -> Page:
-        """A searchset page read from its JSON: each resource validated (see search_page)."""
-        header = self.page_header(data)
+    def page_of(self, data: dict, *, keep_json: bool = False, header: PageHeader | None = None) -> Page:
+        """A searchset page read from its JSON: each resource validated (see search_page); header: its
+        page_header, when the caller read it already."""
+        header = header or self.page_header(data)
         warnings: list[str] = []
         holder = SearchResult(warnings=warnings)
         sources: list[dict] = []

@@ -276,8 +276,9 @@ class RecordFetch:
         if isinstance(search, EverythingCall):
             self._everything_page_landed(search, index, data, first)
             return
-        self._follow(search, index, self.client.page_header(data), first)  # before validating: it takes a while
-        page = self.client.page_of(data, keep_json=True)
+        header = self.client.page_header(data)
+        self._follow(search, index, header, first)  # before validating: it takes a while
+        page = self.client.page_of(data, keep_json=True, header=header)
         kept = {search.resource_type, *REFERENCED_TYPES}  # what an include of another type brings is not ours
         pairs = [(m, d) for m, d in zip(page.resources, page.sources) if d.get("resourceType") in kept]
         page = Page([m for m, _ in pairs], page.warnings, page.next_url, page.total, page.matches,
