@@ -40,8 +40,7 @@ from mappers import systems
 from mappers.references import reference_key, reference_type
 
 XHTML_NS = "http://www.w3.org/1999/xhtml"
-_XHTML_PREFIX = f"{{{XHTML_NS}}}"
-_XHTML_PREFIX_LENGTH = len(_XHTML_PREFIX)
+_XHTML_PREFIX = f"{{{XHTML_NS}}}"  # lxml writes a namespaced tag as "{ns}local"
 NONE_RECORDED = "None recorded"
 Resolver = Callable[[str], Resource | None]
 
@@ -229,14 +228,14 @@ def _node_problems(node: etree._Element) -> list[str]:
     tag = node.tag
     if not isinstance(tag, str):  # comments are allowed
         return []
-    local = tag[_XHTML_PREFIX_LENGTH:] if tag.startswith(_XHTML_PREFIX) else None  # lxml writes "{ns}local"
-    if local is None:
+    if not tag.startswith(_XHTML_PREFIX):
         return [f"element <{etree.QName(node).localname}> is not in the XHTML namespace (txt-1)"]
+    local = tag[len(_XHTML_PREFIX):]
     if local not in ALLOWED_ELEMENTS:
         return [f"element <{local}> is not allowed (txt-1)"]
-    attributes = node.attrib
-    return [p for name, value in attributes.items() if (p := _attribute_problem(local, name, value))] \
-        if attributes else []
+    if not node.attrib:
+        return []
+    return [p for name, value in node.attrib.items() if (p := _attribute_problem(local, name, value))]
 
 
 def _attribute_problem(element: str, name: str, value: str) -> str | None:

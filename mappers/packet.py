@@ -158,8 +158,8 @@ def _composition_json(composition: Composition) -> dict:
     """The Composition's JSON, its sections' entries written directly: they are the bare References _section makes
     (hundreds of them), and fhir_core's serializer walks every model in Python (6-7 ms for a large record)."""
     sections = composition.section or []
-    data = _dump(composition.model_copy(update={"section": [s.model_copy(update={"entry": None}) for s in sections]}
-                                        if sections else {}))
+    bare = composition.model_copy(update={"section": [s.model_copy(update={"entry": None}) for s in sections]})
+    data = _dump(bare if sections else composition)
     for section, written in zip(sections, data.get("section", [])):
         if section.entry:
             written["entry"] = [{"reference": entry.reference} for entry in section.entry]
@@ -270,20 +270,20 @@ class _MemberJson:
         self._found: dict[int, Located] = {}
 
     def data(self, resource: Resource) -> dict:
-        data = self._sources.get(id(resource))
-        if data is None:
-            data = self._dumps.get(id(resource))
-            if data is None:
-                data = self._dumps[id(resource)] = _dump(resource)
-        return data
+        key = id(resource)
+        if key in self._sources:
+            return self._sources[key]
+        if key not in self._dumps:
+            self._dumps[key] = _dump(resource)
+        return self._dumps[key]
 
     def located(self, resource: Resource) -> Located:
-        located = self._references.get(id(resource)) if id(resource) in self._sources else None
-        if located is None:
-            located = self._found.get(id(resource))
-            if located is None:
-                located = self._found[id(resource)] = json_reference_paths(self.data(resource))
-        return located
+        key = id(resource)
+        if key in self._sources and key in self._references:
+            return self._references[key]
+        if key not in self._found:
+            self._found[key] = json_reference_paths(self.data(resource))
+        return self._found[key]
 
     def literals(self, resource: Resource) -> list[str]:
         """The literal references inside a resource."""
