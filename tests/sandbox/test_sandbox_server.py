@@ -67,3 +67,27 @@ def test_run_sandbox_prints_its_base_url_and_stops_on_ctrl_c() -> None:
         _, errors = process.communicate(timeout=30)
         assert process.returncode == 0, errors
         assert "Traceback" not in errors
+
+
+def test_the_blocking_server_keeps_connections_alive_and_decimals_exact() -> None:
+    port = free_port()
+    code = f"from fixtures.sandbox import run_sandbox; run_sandbox(port={port}, load_fixtures=False)"
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    with subprocess.Popen([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        assert process.stdout is not None
+        process.stdout.readline()
+        base = f"http://127.0.0.1:{port}/fhir"
+        body = ('{"resourceType":"Observation","status":"final","code":{"text":"Potassium"},'
+                '"valueQuantity":{"value":4.50,"unit":"mmol/L"}}')
+        with requests.Session() as session:
+            created = session.post(f"{base}/Observation", data=body, timeout=30,
+                                   headers={"Content-Type": "application/fhir+json"})
+            assert created.status_code == 201
+            assert created.headers.get("Connection", "").lower() != "close"
+            again = session.get(f"{base}/{created.headers['Location'].split('/fhir/')[1].split('/_history')[0]}",
+                                headers={"Accept": "application/fhir+json"}, timeout=30)
+            assert '"value":4.50' in again.text
+        process.send_signal(signal.SIGINT)
+        _, errors = process.communicate(timeout=30)
+        assert process.returncode == 0, errors
