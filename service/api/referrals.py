@@ -47,7 +47,8 @@ def create_referral():
     data = parse_referral_input(parse_json_body(request.get_data()))
     referral = referrals.create_referral(get_client(), get_repository(), data, actor=_actor())
     location = url_for("referrals.get_referral", referral_id=referral.id, _external=True)
-    return json_response(_referral_body(referral.id), 201, {"Location": location})
+    body = referrals.referral_json(referral, None, base=request.host_url.rstrip("/"))  # as stored; no consult yet
+    return json_response(body, 201, {"Location": location})
 
 
 @bp.get("/<referral_id>")
