@@ -13,17 +13,22 @@ from fhir.resources.R4B.medicationrequest import MedicationRequest
 from fhir.resources.R4B.medicationstatement import MedicationStatement
 from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.resource import Resource
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from lxml import etree
 
+from mappers import narrative
 from mappers.narrative import (
     NONE_RECORDED,
     XHTML_NS,
+    Row,
     check_narrative,
     dosage_text,
     resource_rows,
     sanitize_div,
     section_narrative,
     text_narrative,
+    xml_text,
 )
 
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "fhir-examples"
@@ -261,3 +266,58 @@ def test_summary_rows_state_the_key_facts(data: dict[str, Any], what: str, statu
     [row] = resource_rows([parse(data)])
     assert (row.what, row.status, row.date) == (what, status, date)
     assert detail in row.details
+
+
+# --- the section table is written as text: it must be what lxml writes for the same elements ---------------------
+
+_CELL_TEXT = st.text(alphabet=st.sampled_from(list("ab &<>\"']\r\n\t\u00e9\u21b3\x00\x01\ud800\ufffe\U0001F600")),
+                     max_size=8)
+_ROWS = st.recursive(
+    st.builds(Row, what=_CELL_TEXT, status=_CELL_TEXT, date=_CELL_TEXT, details=st.tuples(_CELL_TEXT, _CELL_TEXT)),
+    lambda children: st.builds(Row, what=_CELL_TEXT, status=_CELL_TEXT, date=_CELL_TEXT,
+                               details=st.lists(_CELL_TEXT, max_size=3).map(tuple),
+                               children=st.lists(children, max_size=2).map(tuple)),
+    max_leaves=6)
+
+
+def _lxml_table(title: str, rows: list[Row]) -> str:
+    """The oracle: the same table built as lxml elements and serialised by lxml."""
+    ns = "{http://www.w3.org/1999/xhtml}"
+
+    def sub(parent: etree._Element, tag: str, text: str | None = None, **attrs: str) -> etree._Element:
+        child = etree.SubElement(parent, ns + tag, attrib=attrs)
+        if text is not None:
+            child.text = xml_text(text)
+        return child
+
+    def add(body: etree._Element, row: Row, nested: bool) -> None:
+        tr = sub(body, "tr", **({"class": "nested"} if nested else {}))
+        sub(tr, "td", f"\u21b3 {row.what}" if nested else row.what)
+        sub(tr, "td", row.status)
+        sub(tr, "td", row.date)
+        cell = sub(tr, "td", row.details[0] if row.details else "")
+        for detail in row.details[1:]:
+            sub(cell, "br").tail = xml_text(detail)
+        for child in row.children:
+            add(body, child, True)
+
+    root = etree.Element(ns + "div", nsmap={None: "http://www.w3.org/1999/xhtml"})
+    table = sub(root, "table")
+    sub(table, "caption", title)
+    header = sub(sub(table, "thead"), "tr")
+    for heading in ("Item", "Status", "Date", "Details"):
+        sub(header, "th", heading)
+    body = sub(table, "tbody")
+    for row in rows:
+        add(body, row, False)
+    return etree.tostring(root, encoding="unicode")
+
+
+@settings(max_examples=300, deadline=None)
+@given(title=_CELL_TEXT.filter(bool), rows=st.lists(_ROWS, min_size=1, max_size=4))
+def test_the_section_table_text_is_what_lxml_writes_for_the_same_elements(title: str, rows: list[Row]) -> None:
+    with pytest.MonkeyPatch.context() as patch:  # the rows as given, whatever resources would summarise to
+        patch.setattr(narrative, "resource_rows", lambda resources, resolve=None: rows)
+        div = narrative.section_narrative(title, []).div
+    assert div == _lxml_table(title, rows)
+    assert check_narrative(div) == []
