@@ -8,8 +8,8 @@ When a first page states its `total` and its next link carries a recognisable of
 pages are requested in parallel; otherwise next links are followed one after another, as the server hands them out
 (an opaque cursor cannot be split: the next page's address exists only once the previous page is read).
 
-Each page is validated (every resource through its R4B model) by the thread that fetched it, while the other
-requests wait on the network, and what it references is noted at once. Practitioners, organisations, medications...
+Each page is validated (every resource through its R4B model) in a pool thread as soon as it lands, while the
+thread that fetched it sends the next request, and what it references is noted at once. Practitioners, organisations, medications...
 come in the same search where the server lists an `_include` for them; the rest are read in `_id` batches that go
 out as soon as a request slot would otherwise idle (or a batch is full) and no running search may still include
 them. Report attachments held as a `url` to the server's Binary are read as soon as their report arrives.
@@ -129,9 +129,10 @@ METADATA, FIRST, LATER, SUPPORTING = -1, 0, 1, 2
 class RecordFetch:
     """One patient's fetch: requests in priority order, at most `concurrency` at a time, each handled as it lands.
 
-    A request's network part holds one of the fetch's slots; handling what came back (validating a page, filing
-    it, requesting the pages after it, noting what it references, reading its attachments) happens after the
-    slot is passed on, in the thread that fetched it. `wait` returns when nothing is left, or raises the first error.
+    A request's network part holds one of the fetch's slots; when it ends, the same thread sends the next queued
+    request, and what came back is handled (validating a page, filing it, requesting the pages after it, noting what
+    it references, reading its attachments) in another pool thread. `wait` returns when nothing is left, or raises
+    the first error.
     """
 
     def __init__(self, client: FhirClient, pool: ThreadPoolExecutor, *, concurrency: int = MAX_CONCURRENCY,
@@ -222,37 +223,63 @@ class RecordFetch:
             heapq.heappush(self._queue, (priority, -weight, next(self._sequence), network, landed))
         self._dispatch()
 
-    def _dispatch(self) -> None:
+    def _dispatch(self, *, keep_one: bool = False) -> tuple[Callable[[], Any], Callable[[Any], None]] | None:
+        """Start what the free request slots allow, each in a pool thread; keep_one: return the first instead, for
+        the calling thread (whose own request just ended) to send without waking another."""
         ready = []
         with self._lock:
             while self._queue and self._in_network < self.concurrency:
                 self._in_network += 1
-                ready.append(heapq.heappop(self._queue))
-        for *_, network, landed in ready:
+                ready.append(heapq.heappop(self._queue)[-2:])
+        kept = ready.pop(0) if keep_one and ready else None
+        for network, landed in ready:
             self.pool.submit(self._run, network, landed)
+        return kept
 
     def _run(self, network: Callable[[], T], landed: Callable[[T], None]) -> None:
-        try:
+        """Send requests one after another in this thread: each time one ends, its slot goes to the next queued
+        request here, and what came back is handled (validated, filed...) in another pool thread, so that the next
+        request goes out at once instead of waiting for a thread to wake behind a page being validated."""
+        job: tuple[Callable[[], Any], Callable[[Any], None]] | None = (network, landed)
+        while job is not None:
+            network, landed = job
             try:
                 result = network()
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                self._fail(exc)
+                self._finished()
+                result, landed = None, None
             finally:
                 with self._lock:
                     self._in_network -= 1
-                self._dispatch()
-            if self._abandoned:
-                return
-            landed(result)
-            self._queue_batches()
+                job = self._dispatch(keep_one=True)
+            if landed is not None:
+                self.pool.submit(self._land, landed, result)
+
+    def _land(self, landed: Callable[[T], None], result: T) -> None:
+        """Handle what a request brought, then queue the _id reads it made due."""
+        try:
+            if not self._abandoned:
+                landed(result)
+                self._queue_batches()
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
-            with self._lock:
-                self._error = self._error or exc
-                self._pending -= len(self._queue)  # what has not started will not
-                self._queue.clear()
+            self._fail(exc)
         finally:
-            with self._lock:
-                self._pending -= 1
-                if self._pending == 0:
-                    self._done.set()
+            self._finished()
+
+    def _fail(self, exc: BaseException) -> None:
+        """Keep the first error for wait(); what has not started will not."""
+        with self._lock:
+            self._error = self._error or exc
+            self._pending -= len(self._queue)
+            self._queue.clear()
+
+    def _finished(self) -> None:
+        """One request fully handled: wake wait() when it was the last."""
+        with self._lock:
+            self._pending -= 1
+            if self._pending == 0:
+                self._done.set()
 
     # -- pages -----------------------------------------------------------------------------------------
     def _submit_page(self, search: PlannedSearch, index: int, url: str, params: dict | None, *, first: bool,
@@ -575,8 +602,8 @@ def fetch_patient(client: FhirClient, patient_id: str, *, progress: Progress | N
     current app, else "auto".
     """
     mode = everything or _configured_everything()
-    # Twice the threads of the requests in flight: a thread validating the page it fetched holds no request slot.
-    with ThreadPoolExecutor(max_workers=2 * concurrency, thread_name_prefix="fetch") as pool:
+    # Threads for the requests in flight and twice as many for handling what they brought (validating pages).
+    with ThreadPoolExecutor(max_workers=3 * concurrency, thread_name_prefix="fetch") as pool:
         # Stale while revalidating: when the statement read before has expired, /metadata is read again first and
         # that statement's searches take the request slots it leaves free; an unchanged body keeps them.
         known = client.expired_capabilities()
