@@ -6,6 +6,7 @@ import pytest
 import requests
 
 from fixtures.sandbox import SandboxServer
+from service.ehr.fetch import offset_page_weights
 from tests.conftest import READINESS_GAPS, assert_outcome
 
 PROSTATE = "so-prostate-patient"
@@ -249,3 +250,10 @@ def test_a_statement_that_changed_meanwhile_starts_the_fetch_again_with_its_plan
     assert [f"{m.get_resource_type()}/{m.id}" for m in again.record.resources] == \
         [f"{m.get_resource_type()}/{m.id}" for m in cold.record.resources]
     assert client_module._capabilities[ehr.base_url].statement is not before
+
+
+def test_the_last_offset_page_weighs_what_is_left_of_the_total() -> None:
+    # 133 matches, 20 a page (30 entries with includes): pages 2-6 full, page 7 holds 13 of the 20.
+    assert offset_page_weights(30, 20, 133, 6) == [30, 30, 30, 30, 30, 19]
+    assert offset_page_weights(30, 20, 140, 6) == [30] * 6  # a full last page
+    assert offset_page_weights(30, 20, 20, 0) == []

@@ -121,6 +121,14 @@ def offset_pages(next_url: str, total: int | None, page_matches: int) -> list[st
     return urls
 
 
+def offset_page_weights(entries: int, matches: int, total: int, pages: int) -> list[int]:
+    """How many entries each of the pages after a first one will likely carry (the request queue's weight): as many
+    as the first, but the last holds only what is left of the total, so it goes out after its search's and other
+    searches' full pages, and the final round's pages are the lightest to validate."""
+    left = total - matches * pages
+    return [entries] * (pages - 1) + [entries * left // matches] if pages else []
+
+
 # Request order (lower first): first pages, which tell how much is left, then the pages after them, then the
 # reads of what was referenced or attached, which fill the slots the searches leave free.
 METADATA, FIRST, LATER, SUPPORTING = -1, 0, 1, 2
@@ -337,8 +345,9 @@ class RecordFetch:
         if urls:
             with self._lock:
                 self._known[search] = 1 + len(urls)
-            for n, url in enumerate(urls, start=1):
-                self._submit_page(search, n, url, None, first=False, weight=page.entries)
+            weights = offset_page_weights(page.entries, page.matches, page.total or 0, len(urls))
+            for n, (url, weight) in enumerate(zip(urls, weights), start=1):
+                self._submit_page(search, n, url, None, first=False, weight=weight)
         elif self._known[search] is None:
             self._submit_page(search, index + 1, page.next_url, None, first=False, weight=page.entries)
 
