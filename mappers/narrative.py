@@ -55,8 +55,15 @@ class DocumentView:
     """
 
     def __init__(self, targets: Mapping[str, Resource], *, base_url: str = "",
-                 redacted: Collection[str] = frozenset()) -> None:
+                 redacted: Collection[str] = frozenset(),
+                 rows: Mapping[int, tuple[Resource, "Row"]] | None = None) -> None:
         self.targets, self.base_url, self.redacted = targets, base_url, redacted
+        self.rows = rows or {}  # standalone_row of resources, worked out before (by id(); the resource kept too)
+
+    def known_row(self, resource: Resource) -> "Row | None":
+        """The row worked out before for this very resource (standalone_row), if any."""
+        found = self.rows.get(id(resource))
+        return found[1] if found is not None and found[0] is resource else None
 
     def __call__(self, literal: str) -> Resource | None:
         return self.targets.get(literal) or self.targets.get(reference_key(literal, self.base_url) or "")
@@ -156,8 +163,37 @@ def resource_rows(resources: list[Resource], resolve: Resolver | None = None) ->
 
 def summarise(resource: Resource, resolve: Resolver | None = None) -> Row:
     """Summarise one resource as a row (a generic summary for types without their own)."""
+    if isinstance(resolve, DocumentView) and (known := resolve.known_row(resource)) is not None:
+        return known
     summariser = _SUMMARISERS.get(resource.get_resource_type(), _summarise_generic)
     return summariser(resource, resolve)
+
+
+class _NeedsDocument(Exception):
+    """A summary asked about a reference: its row depends on the document it is in."""
+
+
+class _NoDocument(DocumentView):
+    """The resolver of standalone_row: any question about a reference ends the summary."""
+
+    def __init__(self) -> None:
+        super().__init__({})
+
+    def __call__(self, literal: str) -> Resource | None:
+        raise _NeedsDocument
+
+    def display(self, ref: Reference) -> str | None:
+        raise _NeedsDocument
+
+
+def standalone_row(resource: Resource) -> Row | None:
+    """The row of a resource whose summary asks nothing about its references, so that it is the same in any
+    document (None when it asks). The fetch works these out while it waits on the network; a DocumentView given
+    them (rows) hands them back instead of summarising again."""
+    try:
+        return summarise(resource, _NoDocument())
+    except _NeedsDocument:
+        return None
 
 
 # --- the txt-1 / txt-2 checks and the sanitiser --------------------------------------------------------

@@ -29,7 +29,7 @@ from fhir.resources.R4B.task import Task
 from mappers import fhirjson, systems
 from mappers.errors import MappingError
 from mappers.ids import IdFactory
-from mappers.narrative import DocumentView, section_narrative, text_narrative, without_invalid_narrative
+from mappers.narrative import DocumentView, Row, section_narrative, text_narrative, without_invalid_narrative
 from mappers.readiness import ReadinessItem, assess_readiness
 from mappers.record import PatientRecord
 from mappers.references import (Located, json_reference_paths, reference_key, resource_key, rewrite_json_references,
@@ -105,12 +105,14 @@ class _Selection:
 
 def build_referral_bundle(record: PatientRecord, request: ReferralRequest, *, now: datetime,
                           new_id: IdFactory, sources: Mapping[int, dict] | None = None,
-                          references: Mapping[int, Located] | None = None) -> Packet:
+                          references: Mapping[int, Located] | None = None,
+                          rows: Mapping[int, tuple[Resource, Row]] | None = None) -> Packet:
     """Build the referral packet (a document Bundle), its ServiceRequest and draft Task.
 
     sources: the EHR's JSON of the record's resources, by id() of their model; a resource without one goes in as
-    its model's dump. references: where the references in that JSON are (json_reference_paths), by id() of the
-    model, when the caller found them already (the fetch does, while it waits on the network).
+    its model's dump. references: where the references in that JSON are (json_reference_paths), and rows: the
+    narrative rows that depend on no other resource (narrative.standalone_row), both by id() of the model, when
+    the caller worked them out already (the fetch does, while it waits on the network).
     """
     require_aware(now)
     patient_key = _patient_key(record)
@@ -134,7 +136,7 @@ def build_referral_bundle(record: PatientRecord, request: ReferralRequest, *, no
     entries = _after_first(entries, order_url, order)
     readiness = assess_readiness(PatientRecord(record.patient, selection.members, record.base_url))
     view = DocumentView({key: m for m in selection.members if (key := resource_key(m))}, base_url=record.base_url,
-                        redacted=selection.left_out)
+                        redacted=selection.left_out, rows=rows)
     sections = [_reason_section(request, order_url)]
     sections += [_clinical_section(s, [urls[id(r)] for r in s.resources], view) for s in selection.sections]
     sections.append(_readiness_section(readiness))

@@ -142,7 +142,7 @@ def packet(fhir_url: str, patient_id: str, question: str, since: str | None, out
     exclude = history_before(record, since_date) if since_date else []
     built = build_referral_bundle(record, ReferralRequest(str(uuid.uuid4()), question, exclude=exclude),
                                   now=datetime.now(UTC), new_id=random_ids(), sources=fetched.sources,
-                                  references=fetched.references)
+                                  references=fetched.references, rows=fetched.rows)
     problems = check_document_json(built.document)
     if problems:
         raise click.ClickException(f"the packet failed the document checks: {problems[0]}")

@@ -59,7 +59,7 @@ def create_referral(client: FhirClient, repo: ReferralRepository, data: Referral
                               patient_questions=data.patient_questions, exclude=data.exclude + history,
                               consultant_display=consultant_display(consultant) if consultant else None)
     packet = build_referral_bundle(record, request, now=now, new_id=random_ids(), sources=fetched.sources,
-                                   references=fetched.references)
+                                   references=fetched.references, rows=fetched.rows)
     warnings = list(record.warnings) + [f"reference kept as display only: {ref}" for ref in packet.dropped_references]
     del fetched, record  # the packet holds what it needs: let the models go before the JSON is written
     problems = check_document_json(packet.document)

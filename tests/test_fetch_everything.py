@@ -284,3 +284,38 @@ def test_an_unknown_fhir_everything_setting_stops_startup(tmp_path) -> None:  # 
     with pytest.raises(ConfigurationError, match="FHIR_EVERYTHING must be one of auto, never"):
         create_app({"FHIR_EVERYTHING": "sometimes", "FHIR_BASE_URL": "http://127.0.0.1:1/fhir",
                     "DATABASE_URL": f"sqlite:///{tmp_path / 'x.sqlite3'}"})
+
+
+@pytest.mark.parametrize("everything", ["auto", "never"])
+@pytest.mark.parametrize("patient", [*fixture_patient_ids(), "synthea"])
+def test_rows_worked_out_during_the_fetch_give_the_same_packet(hapi, patient: str, everything: str) -> None:  # noqa: ANN001
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
+    from mappers.ids import sequential_ids
+    from mappers.packet import ReferralRequest, build_referral_bundle
+    from service.ehr.client import FhirClient, build_session
+    from service.ehr.fetch import fetch_patient
+
+    server, synthea = hapi
+    fetched = fetch_patient(FhirClient(server.base_url, build_session(), timeout=30),
+                            synthea if patient == "synthea" else patient, everything=everything)
+    kinds = {m.get_resource_type() for m, _ in fetched.rows.values()}
+    assert kinds and not kinds & {"DiagnosticReport", "DocumentReference"}
+    assert all(key == id(model) for key, (model, _) in fetched.rows.items())
+    with_rows = [m for m in fetched.record.resources if id(m) in fetched.rows]
+
+    def document(exclude: list[str], rows: dict | None) -> dict:
+        request = ReferralRequest("r1", "Second opinion?", exclude=exclude)
+        return build_referral_bundle(fetched.record, request, now=datetime(2026, 1, 2, tzinfo=UTC),
+                                     new_id=sequential_ids(), sources=fetched.sources,
+                                     references=fetched.references, rows=rows).document
+
+    for exclude in ([], [f"{with_rows[0].get_resource_type()}/{with_rows[0].id}"]):
+        assert document(exclude, fetched.rows) == document(exclude, None)
+    # and the packet does take them: a row changed here shows in its narrative
+    listed = [m for m in with_rows if m.get_resource_type() in ("Condition", "Procedure")]  # a section's own rows
+    model, row = fetched.rows[id(listed[-1])]
+    marked = {**fetched.rows, id(model): (model, replace(row, what="row worked out during the fetch"))}
+    sections = document([], marked)["entry"][0]["resource"]["section"]
+    assert any("row worked out during the fetch" in s["text"]["div"] for s in sections)

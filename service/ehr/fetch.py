@@ -38,6 +38,7 @@ from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhir.resources.R4B.patient import Patient
 from fhir.resources.R4B.resource import Resource
 
+from mappers.narrative import Row, standalone_row
 from mappers.record import PatientRecord
 from mappers.references import Located, json_reference_paths, json_resource_key, reference_key
 from service.ehr.client import FhirClient, Fetched, Page, PageHeader, checked
@@ -99,6 +100,7 @@ class FetchedRecord:
     record: PatientRecord
     sources: dict[int, dict]
     references: dict[int, Located] = field(default_factory=dict)
+    rows: dict[int, tuple[Resource, Row]] = field(default_factory=dict)  # narrative.standalone_row, by id() too
 
 
 def offset_pages(next_url: str, total: int | None, page_matches: int) -> list[str] | None:
@@ -171,6 +173,7 @@ class RecordFetch:
         self.selected: dict[PlannedSearch, tuple[list[Resource], list[dict], list[str]]] = {}  # from $everything
         self.notes: list[str] = []  # warnings of the $everything fast path (its pages' outcomes, a fallback)
         self.located: dict[int, Located] = {}  # id() of a resource's JSON → where its references are
+        self.rows: dict[int, tuple[Resource, Row]] = {}  # id() of a model → it and its standalone narrative row
 
     # -- scheduling ------------------------------------------------------------------------------------
     def read_patient(self, patient_id: str) -> None:
@@ -322,6 +325,7 @@ class RecordFetch:
             self.pages[search][index] = page
         self._note(page.sources)
         self._read_attachments(pairs)
+        self._work_out_rows(page.resources)
         with self._lock:
             known = self._known[search]
             if known is not None and len(self.pages[search]) >= known and search in self._open:
@@ -486,6 +490,7 @@ class RecordFetch:
             self._open.remove(call)
         for pairs in chosen:
             self._read_attachments(pairs)
+            self._work_out_rows([m for m, _ in pairs])
 
     # -- references ------------------------------------------------------------------------------------
     def _note(self, sources: list[dict]) -> None:
@@ -552,6 +557,16 @@ class RecordFetch:
             resource_type, ids, found = result
             with self._lock:
                 self.batches[(resource_type, ids[0])] = found
+            self._work_out_rows([f.model for f in found[0]])
+
+    def _work_out_rows(self, models: list[Resource]) -> None:
+        """The narrative rows that depend on no other resource, worked out while the network is awaited (the packet
+        would otherwise summarise every resource after the last page). Reports are left to the packet: a Binary
+        read may still fill their attachments in."""
+        rows = [(m, row) for m in models if m.get_resource_type() not in _REPORT_TYPES
+                and (row := standalone_row(m)) is not None]
+        with self._lock:
+            self.rows.update((id(m), (m, row)) for m, row in rows)
 
     # -- attachments -----------------------------------------------------------------------------------
     def _read_attachments(self, pairs: list[tuple[Resource, dict]]) -> None:
@@ -590,6 +605,9 @@ class RecordFetch:
                 return
         with self._lock:
             self.attachment_problems[where] = found
+
+
+_REPORT_TYPES = ("DiagnosticReport", "DocumentReference")  # the types whose attachments a Binary read fills in
 
 
 def _attachments(model: Resource, data: dict) -> list[tuple[dict, Any]]:
@@ -705,7 +723,9 @@ def _assemble(client: FhirClient, patient_id: str, fetch: RecordFetch, searches:
     sources = {id(m): d for m, d in resources}
     sources[id(fetch.patient.model)] = fetch.patient.data
     references = {key: found for key, data in sources.items() if (found := fetch.located.get(id(data))) is not None}
-    return FetchedRecord(record, sources, references)
+    kept = {id(m) for m, _ in resources}
+    rows = {key: found for key, found in fetch.rows.items() if key in kept}
+    return FetchedRecord(record, sources, references, rows)
 
 
 def _unique(resources: Iterable[tuple[Resource, dict]]) -> list[tuple[Resource, dict]]:

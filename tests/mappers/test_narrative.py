@@ -198,6 +198,27 @@ def test_a_referenced_medication_names_the_drug() -> None:
     assert row.what == "Warfarin 5 MG"
 
 
+
+def test_a_row_that_asks_nothing_of_the_document_stands_alone_and_a_view_hands_it_back() -> None:
+    condition = Condition.model_validate({"resourceType": "Condition", "subject": {"reference": "Patient/p"},
+                                          "code": {"text": "Breast cancer"}, "onsetDateTime": "2023-02-01"})
+    row = narrative.standalone_row(condition)
+    assert row == narrative.summarise(condition)
+    worked_out = Row("worked out before")
+    view = narrative.DocumentView({}, rows={id(condition): (condition, worked_out)})
+    assert resource_rows([condition], view) == [worked_out]
+    twin = condition.model_copy(deep=True)  # an equal resource is not the one the row was worked out for
+    assert narrative.DocumentView({}, rows={id(twin): (condition, worked_out)}).known_row(twin) is None
+
+
+def test_a_row_that_shows_a_referenced_resource_does_not_stand_alone() -> None:
+    report = DiagnosticReport.model_validate({"resourceType": "DiagnosticReport", "status": "final",
+                                              "code": {"text": "CBC"}, "result": [{"reference": "Observation/hb"}]})
+    request = parse({"resourceType": "MedicationRequest", "status": "active", "intent": "order",
+                     "subject": {"reference": "Patient/p"}, "medicationReference": {"reference": "Medication/m"}})
+    assert narrative.standalone_row(report) is None
+    assert narrative.standalone_row(request) is None
+
 @pytest.mark.parametrize(
     ("div", "problem"),
     [
