@@ -255,6 +255,8 @@ def _supporting(members: list[Resource], index: dict[str, Resource], left_out: f
     queue = deque(members)
     while queue:
         for literal in member_json.literals(queue.popleft()):
+            if literal in seen:  # most references: a member's "Type/id" as written (the patient, an encounter…)
+                continue
             key = reference_key(literal, base_url)
             if key in index and key not in seen and key not in left_out and key.split("/")[0] in SUPPORTING_TYPES:
                 seen.add(key)

@@ -205,9 +205,13 @@ def rewrite_json_references(
 
 
 def _lookup(literal: str, mapping: Mapping[str, str], base_url: str) -> tuple[str | None, str | None]:
-    """What mapping rewrites a literal reference to (looked up as written, then as its "Type/id"), and that key."""
+    """What mapping rewrites a literal reference to (looked up as written, then as its "Type/id"), and that key
+    (None when the literal as written was found: most are "Type/id" already, and the key costs a regex match)."""
+    target = mapping.get(literal)
+    if target:
+        return target, None
     key = reference_key(literal, base_url)
-    return mapping.get(literal) or (mapping.get(key) if key else None), key
+    return (mapping.get(key) if key else None), key
 
 
 def _copied_parent(data: dict, path: tuple[str | int, ...], copies: dict[int, dict | list]) -> dict | list | None:

@@ -105,7 +105,8 @@ def _reference_problems(index: int, resource: dict, full_url: str, known: set[st
 
 def resolve_in_bundle(literal: str, full_url: str, known: set[str]) -> str | None:
     """The fullUrl a literal reference resolves to (FHIR R4 bundle.html#references), or None."""
-    literal = _HISTORY.sub("", literal)
+    if "/_history/" in literal:
+        literal = _HISTORY.sub("", literal)
     if literal in known:
         return literal
     base = rest_base(full_url)
