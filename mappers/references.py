@@ -7,7 +7,7 @@ with one for a Reference.
 import re
 from datetime import date, datetime, time
 from decimal import Decimal
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import TypeVar
 
 from fhir.resources.R4B.reference import Reference
@@ -45,27 +45,25 @@ _PRIMITIVES = (str, bool, int, float, bytes, Decimal, date, datetime, time)
 def json_references(value: object) -> list[dict]:
     """Every Reference object inside a resource's JSON, in document order.
 
-    A walk without recursion, as parsed JSON holds it (plain dicts and lists; exact class checks are the fast ones).
-    json_reference_paths is the same walk keeping each path; this one, without them, is about twice as fast, and the
-    document check runs it on every entry of a packet while its caller waits.
+    json_reference_paths without the paths: the document check reads every entry's while its caller waits, and
+    without building paths the walk takes half the time.
     """
     found: list[dict] = []
-    stack = [value]
-    pop = stack.pop
-    while stack:
-        item = pop()
-        if item.__class__ is dict:
-            if item.get("reference").__class__ is str:
-                found.append(item)
-            children = [v for v in item.values() if v.__class__ is dict or v.__class__ is list]
-        elif item.__class__ is list:
-            children = [v for v in item if v.__class__ is dict or v.__class__ is list]
-        else:
-            continue
-        if children:
-            children.reverse()
-            stack += children
+    try:
+        _references_in((value,), found)
+    except RecursionError:
+        return [ref for _, ref in _reference_paths_by_stack(value)]
     return found
+
+
+def _references_in(values: Iterable[object], found: list[dict]) -> None:
+    for value in values:
+        if value.__class__ is dict:
+            if value.get("reference").__class__ is str:
+                found.append(value)
+            _references_in(value.values(), found)
+        elif value.__class__ is list:
+            _references_in(value, found)
 
 
 def reference_key(ref: str | None, base_url: str = "") -> str | None:
@@ -147,7 +145,39 @@ Located = list[tuple[tuple[str | int, ...], dict]]  # (path from the resource, R
 
 
 def json_reference_paths(value: object) -> Located:
-    """json_references with the path (keys and list indexes) from value to each (for rewrite_json_references)."""
+    """Every Reference object inside a resource's JSON with its path (keys and list indexes) from value, in document
+    order (for rewrite_json_references).
+
+    Parsed JSON is plain dicts and lists, and exact class checks are the fast ones. The walk recurses, which is about
+    twice as fast as keeping a stack of its own; JSON nested deeper than the interpreter's recursion limit allows
+    from here is walked with an explicit stack instead.
+    """
+    found: Located = []
+    try:
+        if value.__class__ is dict:
+            if value.get("reference").__class__ is str:
+                found.append(((), value))
+            _paths_in(value.items(), (), found)
+        elif value.__class__ is list:
+            _paths_in(enumerate(value), (), found)
+    except RecursionError:
+        return _reference_paths_by_stack(value)
+    return found
+
+
+def _paths_in(steps: Iterable[tuple[str | int, object]], path: tuple[str | int, ...], found: Located) -> None:
+    for step, value in steps:
+        if value.__class__ is dict:
+            where = path + (step,)
+            if value.get("reference").__class__ is str:
+                found.append((where, value))
+            _paths_in(value.items(), where, found)
+        elif value.__class__ is list:
+            _paths_in(enumerate(value), path + (step,), found)
+
+
+def _reference_paths_by_stack(value: object) -> Located:
+    """json_reference_paths without recursion, for JSON nested too deep to recurse through."""
     found: Located = []
     stack: list[tuple[tuple[str | int, ...], object]] = [((), value)]
     pop = stack.pop

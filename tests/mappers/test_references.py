@@ -161,3 +161,47 @@ def test_a_reference_object_itself_is_rewritten_as_a_copy() -> None:
     copy, dropped = rewrite_json_references(ref, {"Patient/p1": "urn:uuid:p"})
     assert copy == {"reference": "urn:uuid:p", "display": "P"} and dropped == []
     assert ref == {"reference": "Patient/p1", "display": "P"}
+
+
+def test_json_reference_paths_finds_every_reference_of_the_corpus_in_document_order() -> None:
+    """The recursive walk and the explicit-stack walk it falls back on agree on every Synthea resource, and each
+    path leads to the object found."""
+    import json
+
+    from mappers.references import _reference_paths_by_stack, json_reference_paths, json_references
+    from tests.conftest import SYNTHEA_FILES
+
+    assert SYNTHEA_FILES
+    count = 0
+    for path in SYNTHEA_FILES:
+        for entry in json.loads(path.read_bytes())["entry"]:
+            data = entry["resource"]
+            found = json_reference_paths(data)
+            assert [(p, id(r)) for p, r in found] == [(p, id(r)) for p, r in _reference_paths_by_stack(data)]
+            assert [id(r) for r in json_references(data)] == [id(r) for _, r in found]
+            for steps, ref in found:
+                node = data
+                for step in steps:
+                    node = node[step]
+                assert node is ref and isinstance(ref["reference"], str)
+            count += len(found)
+    assert count > 1000, count
+
+
+def test_json_nested_deeper_than_the_recursion_limit_is_walked_without_recursing() -> None:
+    import sys
+
+    from mappers.references import json_reference_paths, json_references
+
+    depth = sys.getrecursionlimit() * 2
+    inner: dict = {"reference": "Patient/p1"}
+    data: dict = {"resourceType": "Basic", "extension": [{"valueReference": {"reference": "Patient/p0"}}]}
+    node = data
+    for _ in range(depth):
+        node["extension"] = [node.get("extension", [None])[0], {"url": "x"}]
+        node = node["extension"][1]
+    node["valueReference"] = inner
+    found = json_reference_paths(data)
+    assert [r["reference"] for _, r in found] == ["Patient/p0", "Patient/p1"]
+    assert len(found[1][0]) == 2 * depth + 1 and found[1][1] is inner
+    assert json_references(data)[1] is inner
