@@ -354,6 +354,8 @@ def _sub(parent: etree._Element, tag: str, text: str | None = None, **attrs: str
 
 
 _HEADINGS = ("Item", "Status", "Date", "Details")
+
+
 def _escaped(text: str) -> str:
     """Text as XHTML element content: characters XML cannot carry removed, the rest escaped as lxml does (the
     markup characters, and the carriage return as a character reference). Chained replaces: for short strings

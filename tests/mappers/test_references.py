@@ -197,9 +197,10 @@ def test_json_nested_deeper_than_the_recursion_limit_is_walked_without_recursing
     inner: dict = {"reference": "Patient/p1"}
     data: dict = {"resourceType": "Basic", "extension": [{"valueReference": {"reference": "Patient/p0"}}]}
     node = data
-    for _ in range(depth):
-        node["extension"] = [node.get("extension", [None])[0], {"url": "x"}]
-        node = node["extension"][1]
+    for _ in range(depth):  # each level an extension inside the last one's: two path steps per level
+        child: dict = {"url": "x"}
+        node["extension"] = [*node.get("extension", []), child]
+        node = child
     node["valueReference"] = inner
     found = json_reference_paths(data)
     assert [r["reference"] for _, r in found] == ["Patient/p0", "Patient/p1"]
