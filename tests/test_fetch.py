@@ -162,6 +162,30 @@ def test_a_search_past_the_page_cap_ends_the_fetch_before_its_later_pages_are_as
         assert connection.exec_driver_sql("select count(*) from referrals").scalar() == 0
 
 
+def test_a_later_page_that_is_not_json_is_an_outcome_and_stores_nothing(make_app) -> None:  # noqa: ANN001
+    """A proxy's login page instead of a searchset page (its body is parsed after its request slot is freed)."""
+    with SandboxServer(page_size=2, max_page_size=2) as small_pages:
+        fhir, served = small_pages.app.wsgi_app, []
+
+        def login_page_for_later_condition_pages(environ, start_response):  # noqa: ANN001, ANN202
+            if environ["PATH_INFO"] == "/fhir/Condition" and "_getpagesoffset" in environ.get("QUERY_STRING", ""):
+                served.append(environ["QUERY_STRING"])
+                start_response("200 OK", [("Content-Type", "text/html")])
+                return [b"<html><body>Please sign in</body></html>"]
+            return fhir(environ, start_response)
+
+        small_pages.app.wsgi_app = login_page_for_later_condition_pages
+        app = make_app(FHIR_BASE_URL=small_pages.base_url)
+        resp = app.test_client().post("/api/referrals", json={"patient": PROSTATE, "question": "q"})
+    assert served  # the first Condition page was the sandbox's; a later one was the login page
+    outcome = assert_outcome(resp, 502)
+    assert "not JSON (text/html)" in outcome["issue"][0]["diagnostics"]
+    from service.store.repository import get_repository
+
+    with get_repository(app).engine.connect() as connection:
+        assert connection.exec_driver_sql("select count(*) from referrals").scalar() == 0
+
+
 def test_the_packet_keeps_the_ehrs_decimals_and_instants_byte_for_byte(make_app) -> None:  # noqa: ANN001
     body = ('{"resourceType":"Bundle","type":"transaction","entry":['
             '{"fullUrl":"urn:uuid:p","resource":{"resourceType":"Patient","id":"dec-patient"},'

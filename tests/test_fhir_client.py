@@ -2,6 +2,7 @@
 where a real server cannot be made to misbehave that way)."""
 
 import json
+import time
 
 import pytest
 import requests
@@ -90,6 +91,26 @@ def test_unreachable_ehr_is_upstream_error() -> None:
     client = FhirClient(closed_port_url(), build_session(max_retries=0), timeout=2)
     with pytest.raises(UpstreamError, match="could not reach"):
         client.read("Patient", "x")
+
+
+def test_the_environments_proxy_and_no_proxy_still_hold_on_every_request(ehr, loopback_listener,  # noqa: ANN001
+                                                                          monkeypatch) -> None:  # noqa: ANN001
+    """The session works the environment out once per origin (EnvironmentOnceSession): what it worked out must be
+    what requests would have, request after request."""
+    port, received = loopback_listener
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    session = build_session(max_retries=0)
+    direct = FhirClient(ehr.base_url, session, timeout=5)
+    proxied = FhirClient("http://ehr.invalid/fhir", session, timeout=2)
+    for _ in range(2):
+        assert direct.get_json("metadata")["resourceType"] == "CapabilityStatement"  # NO_PROXY: straight there
+        with pytest.raises(UpstreamError):
+            proxied.read("Patient", "x")  # through the proxy, which answers nothing
+    deadline = time.monotonic() + 5
+    while len(received) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [r.split(b"\r\n")[0] for r in received] == [b"GET http://ehr.invalid/fhir/Patient/x HTTP/1.1"] * 2
 
 
 def test_slow_ehr_is_upstream_timeout(ehr) -> None:  # noqa: ANN001

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import requests
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhir.resources.R4B.patient import Patient
 from fhir.resources.R4B.resource import Resource
@@ -41,7 +42,7 @@ from fhir.resources.R4B.resource import Resource
 from mappers.narrative import Row, standalone_row
 from mappers.record import PatientRecord
 from mappers.references import Located, json_reference_paths, json_resource_key, reference_key
-from service.ehr.client import FhirClient, Fetched, Page, PageHeader, checked
+from service.ehr.client import FhirClient, Fetched, Page, PageHeader, checked, fhir_json
 from service.ehr.everything import (EVERYTHING_COUNT, EVERYTHING_MODES, FALLBACK_STATUSES, advertises_everything,
                                     everything_types, matches_search, select_like_plan, selectable)
 from service.ehr.plan import REFERENCED_TYPES, PlannedSearch, plan_searches
@@ -298,19 +299,22 @@ class RecordFetch:
         self._submit(FIRST if first else LATER, lambda: self._fetch_page(search, url, params),
                      lambda data: self._page_landed(search, index, data, first), weight=weight)
 
-    def _fetch_page(self, search: PlannedSearch, url: str, params: dict | None) -> dict | Refused:
+    def _fetch_page(self, search: PlannedSearch, url: str, params: dict | None) -> requests.Response | Refused:
+        """The page's answer, its body parsed later by _page_landed (in the pool thread that handles it)."""
         if isinstance(search, EverythingCall):
             return self._fetch_everything_page(url, params)
         try:
-            return self.client.get_json(url, params)
+            return self.client.get(url, params)
         except UpstreamError as exc:
             fallback = STATUS_FALLBACK.get(search.resource_type)
             if exc.upstream_status != 400 or params is None or fallback is None or fallback[0] in params:
                 raise
             log.info("%s search refused without a status; asking again with every status", search.resource_type)
-            return self.client.get_json(url, {**params, fallback[0]: fallback[1]})
+            return self.client.get(url, {**params, fallback[0]: fallback[1]})
 
-    def _page_landed(self, search: PlannedSearch, index: int, data: dict | Refused, first: bool) -> None:
+    def _page_landed(self, search: PlannedSearch, index: int, answer: requests.Response | Refused,
+                     first: bool) -> None:
+        data = answer if isinstance(answer, Refused) else fhir_json(answer)
         if isinstance(search, EverythingCall):
             self._everything_page_landed(search, index, data, first)
             return
@@ -371,9 +375,9 @@ class RecordFetch:
                 [w for p in pages for w in p.warnings])
 
     # -- $everything ----------------------------------------------------------------------------------
-    def _fetch_everything_page(self, url: str, params: dict | None) -> dict | Refused:
+    def _fetch_everything_page(self, url: str, params: dict | None) -> requests.Response | Refused:
         try:
-            return self.client.get_json(url, params)
+            return self.client.get(url, params)
         except ServiceError as exc:
             if exc.upstream_status in FALLBACK_STATUSES:
                 return Refused(exc)
