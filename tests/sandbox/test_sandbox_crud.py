@@ -211,3 +211,18 @@ def test_concurrent_conditional_creates_make_exactly_one_resource(fhir: Any) -> 
         statuses = sorted(pool.map(create_once, range(16)))
     assert statuses == [200] * 15 + [201]
     assert fhir.server.store.count("DocumentReference") == 1
+
+
+def test_searches_and_their_later_pages_see_every_write_since_they_were_last_answered(fhir: Any) -> None:
+    """A search's matches are kept for its later pages (and the same search again) only until the store changes."""
+    first = [fhir.post("DocumentReference", document_reference(f"urn:uuid:{n:032x}", "Patient/p9")).json()["id"]
+             for n in range(3)]
+    page = fhir.get("DocumentReference", params={"patient": "p9", "_count": 2}).json()
+    assert page["total"] == 3 and [e["resource"]["id"] for e in page["entry"]] == first[:2]
+    later = fhir.post("DocumentReference", document_reference("urn:uuid:" + "f" * 32, "Patient/p9")).json()["id"]
+    fhir.delete(f"DocumentReference/{first[0]}")
+    next_url = next(link["url"] for link in page["link"] if link["relation"] == "next")
+    second = fhir.get(next_url).json()  # the next page of the answer above, asked for after two writes
+    assert second["total"] == 3 and [e["resource"]["id"] for e in second["entry"]] == [later]
+    again = fhir.get("DocumentReference", params={"patient": "p9", "_count": 2}).json()
+    assert again["total"] == 3 and [e["resource"]["id"] for e in again["entry"]] == first[1:]
