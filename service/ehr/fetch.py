@@ -9,10 +9,11 @@ pages are requested in parallel; otherwise next links are followed one after ano
 (an opaque cursor cannot be split: the next page's address exists only once the previous page is read).
 
 Each page is validated (every resource through its R4B model) as soon as it lands, in the fetch's one handler
-thread, while the thread that fetched it sends the next request, and what it references is noted at once. Practitioners, organisations, medications...
-come in the same search where the server lists an `_include` for them; the rest are read in `_id` batches that go
-out as soon as a request slot would otherwise idle (or a batch is full) and no running search may still include
-them. Report attachments held as a `url` to the server's Binary are read as soon as their report arrives.
+thread, while the thread that fetched it sends the next request, and what it references is noted at once.
+Practitioners, organisations, medications... come in the same search where the server lists an `_include` for
+them; the rest are read in `_id` batches that go out as soon as a request slot would otherwise idle (or a batch is
+full) and no running search may still include them. Report attachments held as a `url` to the server's Binary are
+read as soon as their report arrives.
 
 Where the CapabilityStatement advertises `Patient/$everything` (and FHIR_EVERYTHING is "auto"), one paged
 $everything call stands in for the searches: its pages are fetched like a search's, the resources the plan could
@@ -142,8 +143,8 @@ class RecordFetch:
 
     A request's network part holds one of the fetch's slots; when it ends, the same thread sends the next queued
     request, and what came back is handled (validating a page, filing it, requesting the pages after it, noting what
-    it references, reading its attachments) in the handler thread, one answer after another. `wait` returns when nothing is left, or raises
-    the first error.
+    it references, reading its attachments) in the handler thread, one answer after another. `wait` returns when
+    nothing is left, or raises the first error.
     """
 
     def __init__(self, client: FhirClient, pool: ThreadPoolExecutor, handler: ThreadPoolExecutor, *,
