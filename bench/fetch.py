@@ -243,8 +243,7 @@ def main() -> None:
                                                                                Path(tmp), runs=3)
     rate = model_rate(packet)
     print(f"patient: Patient/{patient_id}, the corpus's largest ({len(packet['entry'])} packet entries), "
-          f"plan pages P={pages}, "
-          f"C={MAX_CONCURRENCY}, latency {args.latency_ms} ms, page size {args.page_size}")
+          f"plan pages P={pages}, C={MAX_CONCURRENCY}, latency {args.latency_ms} ms, page size {args.page_size}")
     print(f"wall {wall:.3f} s = {wall / floor:.2f} x floor {floor:.3f} s (median of {args.runs}; "
           f"{spread['min']:.3f}-{spread['max']:.3f} s); sequential {sequential:.3f} s = {sequential / wall:.2f} x "
           f"wall; {count} requests; service CPU {spread['cpu']:.3f} s per referral"
